@@ -1,0 +1,308 @@
+"""The ``streamer`` command: ``serve``, ``synth`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ipaddress
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from streamer import __version__
+from streamer.errors import ConfigError, StreamerError, redact
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Real-time video to detections over Roboflow-compatible inference APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the local Roboflow-compatible inference server",
+        description="Run the local Roboflow-compatible inference server (models: coco/1, "
+        "shapes/1, shapes-seg/1, shapes-pose/1, shapes-cls/1).",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=9001, help="port (default 9001; 0 = any)")
+    serve.add_argument(
+        "--models-dir",
+        type=Path,
+        help="folder holding yolox_nano.onnx "
+        "(default $STREAMER_MODELS_DIR, else ~/.cache/streamer/models)",
+    )
+    serve.add_argument(
+        "--download-weights",
+        action="store_true",
+        help="download missing weights from their public origin (checked by sha256)",
+    )
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("STREAMER_SERVER_API_KEY"),
+        help="require this key on every request (default $STREAMER_SERVER_API_KEY; none)",
+    )
+    serve.add_argument(
+        "--allow-image-urls",
+        action="store_true",
+        help="let requests name an image URL for the server to fetch (off: SSRF risk)",
+    )
+    serve.add_argument(
+        "--workers", type=int, default=0, help="inference threads (0 = one per core)"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request (keys masked)")
+    faults = serve.add_argument_group("fault injection (deterministic under --seed)")
+    faults.add_argument("--latency-ms", type=_non_negative_float, default=0.0, help="added latency")
+    faults.add_argument(
+        "--jitter-ms", type=_non_negative_float, default=0.0, help="latency +- this"
+    )
+    faults.add_argument("--error-rate", type=_fraction, default=0.0, help="fraction answered 5xx")
+    faults.add_argument(
+        "--error-status",
+        type=int,
+        choices=(500, 502, 503, 504),
+        default=500,
+        help="status of injected errors",
+    )
+    faults.add_argument(
+        "--rate-limit", type=_positive_float, help="requests/s before 429 + Retry-After"
+    )
+    faults.add_argument(
+        "--burst", type=_positive_float, help="token bucket size (default max(1, rate))"
+    )
+    faults.add_argument("--hang-rate", type=_fraction, default=0.0, help="fraction never answered")
+    faults.add_argument(
+        "--max-concurrency", type=int, help="503 beyond this many requests in flight"
+    )
+    faults.add_argument("--seed", type=int, default=0, help="seed of the fault schedule")
+
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic video of moving shapes with ground truth",
+        description="Write an H.264 video of coloured shapes moving on known paths.",
+    )
+    synth.add_argument("output", type=Path, metavar="OUT.mp4")
+    synth.add_argument(
+        "--truth", type=Path, metavar="OUT.json", help="write per-frame ground truth"
+    )
+    synth.add_argument("--size", type=_size, default=(1280, 720), help="WIDTHxHEIGHT (1280x720)")
+    synth.add_argument("--fps", type=_positive_float, default=30.0)
+    synth.add_argument("--seconds", type=_positive_float, default=10.0)
+    synth.add_argument("--objects", type=int, default=5)
+    synth.add_argument("--seed", type=int, default=0)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start the embedded server and show detections (no API key, no network)",
+        description="Start the local server in-process, send synthetic frames to shapes/1 "
+        "and compare with the ground truth; with --image, run coco/1 on it.",
+    )
+    demo.add_argument("--frames", type=int, default=60, help="synthetic frames to send")
+    demo.add_argument("--image", type=Path, help="also detect COCO objects in this image")
+    demo.add_argument("--models-dir", type=Path, help="folder holding yolox_nano.onnx")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from streamer.server import FaultConfig, ServerConfig, serve
+
+    faults = FaultConfig(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        error_rate=args.error_rate,
+        error_status=args.error_status,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        hang_rate=args.hang_rate,
+        max_concurrency=args.max_concurrency,
+        seed=args.seed,
+    )
+    if args.workers < 0:
+        raise ConfigError("--workers must be >= 0")
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        models_dir=args.models_dir,
+        download_weights=args.download_weights,
+        api_key=args.api_key,
+        allow_image_urls=args.allow_image_urls,
+        workers=args.workers,
+        faults=faults,
+    )
+    if not _is_loopback(args.host):
+        log.warning("listening on %s: reachable from other machines", args.host)
+    log.info("serving on http://%s:%d", args.host, args.port)
+    serve(config, access_log=args.access_log)
+    return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from streamer.synth import Scene, write_video
+
+    width, height = args.size
+    scene = Scene(width=width, height=height, fps=args.fps, objects=args.objects, seed=args.seed)
+    count = write_video(args.output, scene, seconds=args.seconds, truth_path=args.truth)
+    print(f"wrote {count} frames ({width}x{height} @ {args.fps:g} fps) to {args.output}")
+    if args.truth:
+        print(f"ground truth in {args.truth}")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import cv2
+
+    from streamer.server import ServerConfig, ServerThread
+    from streamer.synth import Scene
+
+    if args.frames < 1:
+        raise ConfigError("--frames must be >= 1")
+    scene = Scene(width=1280, height=720, objects=5, seed=0)
+    with (
+        ServerThread(ServerConfig(port=0, models_dir=args.models_dir)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        print(f"local inference server on {server.url}")
+        found = expected = 0
+        latencies = []
+        for index in range(args.frames):
+            frame = cv2.resize(scene.render(index), (640, 360), interpolation=cv2.INTER_AREA)
+            _ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            started = time.perf_counter()
+            response = client.post(
+                "/shapes/1",
+                content=base64.b64encode(jpeg.tobytes()),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+            predicted = {p["class"] for p in response.json()["predictions"]}
+            truth = [t.class_name for t in scene.truth(index) if not t.occluded]
+            expected += len(truth)
+            found += sum(1 for name in truth if name in predicted)
+        latencies.sort()
+        print(
+            f"shapes/1: {args.frames} synthetic frames, {found}/{expected} visible objects "
+            f"detected, median round trip {latencies[len(latencies) // 2] * 1000:.1f} ms"
+        )
+        if args.image is not None:
+            _demo_image(client, args.image)
+    return EXIT_OK
+
+
+def _demo_image(client: httpx.Client, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"image not found: {path}")
+    response = client.post(
+        "/coco/1",
+        params={"confidence": 35},
+        content=base64.b64encode(path.read_bytes()),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    if response.status_code != 200:
+        raise StreamerError(
+            f"coco/1 answered {response.status_code}: {response.json().get('message')}"
+        )
+    counts: dict[str, int] = {}
+    for prediction in response.json()["predictions"]:
+        counts[prediction["class"]] = counts.get(prediction["class"], 0) + 1
+    summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    print(f"coco/1 on {path.name}: {summary or 'nothing'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # One line per request is noise at INFO; --debug brings it back.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    handlers = {"serve": _serve, "synth": _synth, "demo": _demo}
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        if args.debug:
+            raise
+        print(f"streamer: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except StreamerError as exc:
+        if args.debug:
+            raise
+        print(f"streamer: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
