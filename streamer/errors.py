@@ -24,7 +24,7 @@ Foreign errors (httpx, av, onnxruntime) are translated at one boundary each with
 
 from __future__ import annotations
 
-import re
+from streamer.redaction import redact
 
 __all__ = [
     "AuthError",
@@ -44,19 +44,6 @@ __all__ = [
     "StreamerError",
     "redact",
 ]
-
-# api_key=..., key=..., and user:password@ in URLs.
-_QUERY_SECRET = re.compile(r"(?i)\b(api_key|apikey|key|token|access_token)=([^&\s\"']+)")
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]+):([^@/\s]+)@")
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """Return ``text`` with API keys, URL passwords and the given secrets masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _QUERY_SECRET.sub(r"\1=***", text)
-    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 class StreamerError(Exception):

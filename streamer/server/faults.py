@@ -139,6 +139,11 @@ class FaultInjector:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def requests_seen(self) -> int:
+        """Requests that got past the concurrency cap and the rate limit."""
+        return self._next
+
     def retry_after(self) -> float | None:
         """``None`` when the rate limit admits this request, else seconds to wait."""
         if self._bucket is None:

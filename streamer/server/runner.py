@@ -14,27 +14,17 @@ import threading
 import time
 from types import TracebackType
 
-from streamer.errors import ConfigError, StreamerError, redact
+from streamer.errors import ConfigError, StreamerError
+from streamer.redaction import install_log_redaction
 from streamer.server.app import InferenceService, ServerConfig, create_app
 from streamer.server.models import ModelRegistry
 
-__all__ = ["RedactingFilter", "ServerThread", "serve"]
+__all__ = ["ServerThread", "serve"]
 
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
-
-
-class RedactingFilter(logging.Filter):
-    """Masks API keys in log records (uvicorn's access log prints query strings)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
-        record.msg = redact(str(record.msg))
-        return True
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -60,8 +50,7 @@ def _uvicorn_server(
     import uvicorn
 
     app = create_app(config, registry)
-    for name in ("uvicorn.access", "uvicorn.error"):
-        logging.getLogger(name).addFilter(RedactingFilter())
+    install_log_redaction("uvicorn.access", "uvicorn.error")
     uv_config = uvicorn.Config(
         app,
         lifespan="off",
