@@ -1,0 +1,305 @@
+"""SenderPool against `streamer serve` with injected faults."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from streamer.client import RoboflowClient, Target
+from streamer.frames import Frame, Result, Status
+from streamer.sender import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpen,
+    PoolFull,
+    RateGovernor,
+    SenderConfig,
+    SenderPool,
+)
+from streamer.server import FaultConfig, ServerConfig, ServerThread
+from streamer.synth import Scene
+from tests.helpers import ServerFactory
+
+KEY = "rf_SENDERCANARY_0a1b2c3d4e"
+IMAGE = Scene(width=320, height=240, objects=2, seed=1).render(0)
+
+
+def _frame(index: int) -> Frame:
+    return Frame(image=IMAGE, index=index)
+
+
+def _pool(url: str, **config: object) -> SenderPool:
+    client = RoboflowClient(Target.model("shapes/1", api_url=url), api_key=KEY, max_connections=16)
+    config.setdefault("rate_limit", None)
+    config.setdefault("submit_timeout", 30.0)
+    return SenderPool(client, SenderConfig(**config), governor=None).start()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pools() -> Iterator[list[SenderPool]]:
+    made: list[SenderPool] = []
+    yield made
+    for pool in made:
+        pool.close()
+        pool.client.close()
+
+
+def _results(pool: SenderPool, count: int, **submit: object) -> list[Result]:
+    futures = [pool.submit(_frame(i), **submit) for i in range(count)]  # type: ignore[arg-type]
+    return [f.result(timeout=30) for f in futures]
+
+
+def test_throughput_with_latency(start_server: ServerFactory, pools: list[SenderPool]) -> None:
+    server = start_server(FaultConfig(latency_ms=100))
+    pool = _pool(server.url, max_in_flight=8)
+    pools.append(pool)
+    _results(pool, 8)  # warm: connections open
+    done = 0
+    started = time.monotonic()
+    frames = 0
+    while time.monotonic() - started < 3.0:
+        if pool.free_slots:
+            pool.submit(_frame(frames))
+            frames += 1
+        else:
+            time.sleep(0.002)
+    elapsed = time.monotonic() - started
+    done = pool.metrics().ok - 8
+    rate = done / elapsed
+    assert rate >= 0.9 * 8 / 0.1, f"{rate:.1f}/s against an ideal of 80/s"
+
+
+def test_results_carry_timings_and_callbacks(start_server: ServerFactory) -> None:
+    server = start_server(FaultConfig(latency_ms=50))
+    seen: list[Result] = []
+    client = RoboflowClient(Target.model("shapes/1", api_url=server.url))
+    with client, SenderPool(client, SenderConfig(rate_limit=None), on_result=seen.append) as pool:
+        result = pool.submit(_frame(7)).result(timeout=5)
+    assert result.status is Status.OK
+    assert result.frame.index == 7
+    assert result.prediction is not None
+    assert len(result.prediction.detections) == 2
+    t = result.timings
+    assert t.attempts == 1
+    assert t.round_trip >= 0.05
+    assert t.server is not None
+    assert t.server < t.round_trip
+    assert t.prepare > 0
+    assert t.parse > 0
+    assert seen == [result]
+
+
+def test_submit_never_blocks_beyond_its_timeout(
+    start_server: ServerFactory, pools: list[SenderPool]
+) -> None:
+    server = start_server(FaultConfig(latency_ms=500))
+    pool = _pool(server.url, max_in_flight=2, submit_timeout=0.1)
+    pools.append(pool)
+    pool.submit(_frame(0))
+    pool.submit(_frame(1))
+    assert pool.free_slots == 0
+    started = time.monotonic()
+    with pytest.raises(PoolFull):
+        pool.submit(_frame(2))
+    assert 0.1 <= time.monotonic() - started < 0.3
+
+
+def test_twenty_percent_500s_lose_nothing(
+    start_server: ServerFactory, pools: list[SenderPool]
+) -> None:
+    server = start_server(FaultConfig(error_rate=0.2, seed=4))
+    pool = _pool(server.url, max_in_flight=8, max_retries=4, backoff_base=0.01)
+    pools.append(pool)
+    results = _results(pool, 100)
+    assert [r.status for r in results] == [Status.OK] * 100
+    assert pool.metrics().retries >= 20
+    assert any(r.timings.attempts > 1 for r in results)
+
+
+def test_retry_after_is_honoured(start_server: ServerFactory, pools: list[SenderPool]) -> None:
+    server = start_server(FaultConfig(rate_limit=1, burst=1))
+    pool = _pool(server.url, max_in_flight=1, max_retries=2)
+    pools.append(pool)
+    first, second = _results(pool, 2)
+    assert first.status is Status.OK
+    assert second.status is Status.OK
+    assert second.timings.attempts == 2
+    assert second.timings.round_trip >= 1.0  # waited out Retry-After: 1
+    assert pool.metrics().rate_limited == 1
+
+
+def test_a_429_storm_lowers_the_rate_and_it_recovers(
+    start_server: ServerFactory, pools: list[SenderPool]
+) -> None:
+    governor = RateGovernor(40, recovery_per_s=20)
+    storm = start_server(FaultConfig(rate_limit=5, burst=1))
+    client = RoboflowClient(Target.model("shapes/1", api_url=storm.url))
+    config = SenderConfig(max_in_flight=8, max_retries=0, rate_limit=40, submit_timeout=30)
+    pool = SenderPool(client, config, governor=governor)
+    pools.append(pool.start())
+    results = _results(pool, 40)
+    assert any(r.status is Status.FAILED for r in results)
+    cut = governor.rate
+    assert cut < 40
+    # the storm is over (no more 429s): additive recovery back to the cap
+    time.sleep(2.1)
+    assert governor.rate == pytest.approx(40)
+    assert governor.calls_per_minute() >= 40
+
+
+def test_governor_paces_requests() -> None:
+    now = [0.0]
+    governor = RateGovernor(10, clock=lambda: now[0])
+    slots = [governor.reserve(None) for _ in range(5)]
+    assert slots == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert governor.reserve(deadline=0.45) is None  # the next slot (0.5) is past the deadline
+    governor.on_rate_limited(retry_after=2.0)
+    assert governor.rate == pytest.approx(5)
+    governor.on_rate_limited(retry_after=None)  # within a second: no second cut
+    assert governor.rate == pytest.approx(5)
+    assert governor.reserve(None) == pytest.approx(2.0)  # paused for Retry-After
+    now[0] = 12.0
+    assert governor.rate == pytest.approx(10)  # recovered additively, capped
+
+
+def test_hanging_requests_time_out(start_server: ServerFactory, pools: list[SenderPool]) -> None:
+    server = start_server(FaultConfig(hang_rate=1.0))
+    pool = _pool(server.url, request_timeout=0.5, max_retries=0)
+    pools.append(pool)
+    started = time.monotonic()
+    result = pool.submit(_frame(0)).result(timeout=5)
+    elapsed = time.monotonic() - started
+    assert result.status is Status.FAILED
+    assert "within 0.5 s" in str(result.reason)
+    assert 0.5 <= elapsed < 1.0
+
+
+def test_stale_frames_are_not_retried(start_server: ServerFactory, pools: list[SenderPool]) -> None:
+    server = start_server(FaultConfig(latency_ms=300))
+    pool = _pool(server.url, deadline=0.2, max_retries=3)
+    pools.append(pool)
+    results = _results(pool, 4)
+    assert [r.status for r in results] == [Status.STALE] * 4
+    assert all(r.timings.attempts == 1 for r in results)
+    time.sleep(0.3)
+    assert server.service.faults.requests_seen == 4  # one request per frame, no retries
+    # a frame already past its deadline is not even sent
+    late = pool.submit(_frame(9), deadline=time.monotonic() - 1).result(timeout=5)
+    assert late.status is Status.STALE
+    assert late.timings.attempts == 0
+    assert server.service.faults.requests_seen == 4
+
+
+def test_errors_near_the_deadline_go_stale_instead_of_retrying(
+    start_server: ServerFactory, pools: list[SenderPool]
+) -> None:
+    server = start_server(FaultConfig(error_rate=1.0, latency_ms=50))
+    pool = _pool(server.url, deadline=0.3, max_retries=10, backoff_base=0.2, breaker_failures=100)
+    pools.append(pool)
+    result = pool.submit(_frame(0)).result(timeout=5)
+    assert result.status is Status.STALE
+    assert result.error is not None
+    assert 1 <= result.timings.attempts <= 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_breaker_opens_and_closes(pools: list[SenderPool]) -> None:
+    port = _free_port()
+    changes: list[BreakerState] = []
+    client = RoboflowClient(Target.model("shapes/1", api_url=f"http://127.0.0.1:{port}"))
+    config = SenderConfig(
+        max_in_flight=1,
+        max_retries=0,
+        breaker_failures=3,
+        breaker_cooldown=0.5,
+        rate_limit=None,
+        submit_timeout=30,
+    )
+    pool = SenderPool(client, config, on_breaker=lambda state, why: changes.append(state))
+    pools.append(pool.start())
+    down = _results(pool, 3)  # nothing listens: connection refused, three times
+    assert all(r.status is Status.FAILED for r in down)
+    assert pool.breaker.state is BreakerState.OPEN
+    fast = pool.submit(_frame(3)).result(timeout=5)
+    assert isinstance(fast.error, CircuitOpen)
+    assert fast.timings.attempts == 0
+    with ServerThread(ServerConfig(port=port)):  # the API comes back on the same port
+        time.sleep(0.6)  # cooldown over
+        probe = pool.submit(_frame(4)).result(timeout=5)
+        assert probe.status is Status.OK
+    assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
+    assert pool.metrics().breaker == "closed"
+
+
+def test_breaker_half_open_lets_one_probe() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(2, 1.0, clock=lambda: now[0])
+    breaker.record_failure(RuntimeError("a"))
+    assert breaker.allow()
+    breaker.record_failure(RuntimeError("b"))
+    assert not breaker.allow()
+    now[0] = 1.5
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # only one
+    breaker.record_failure(RuntimeError("c"))
+    assert breaker.state is BreakerState.OPEN
+    now[0] = 3.0
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state.value == "closed"  # (mypy narrows .state after the line above)
+
+
+def test_close_answers_every_frame_and_stops_threads(start_server: ServerFactory) -> None:
+    server = start_server(FaultConfig(latency_ms=200))
+    client = RoboflowClient(Target.model("shapes/1", api_url=server.url))
+    pool = SenderPool(client, SenderConfig(max_in_flight=4, rate_limit=None)).start()
+    futures = [pool.submit(_frame(i)) for i in range(4)]
+    started = time.monotonic()
+    pool.close(timeout=2)
+    assert time.monotonic() - started < 2.5
+    assert all(f.done() for f in futures)
+    assert not [
+        t for t in threading.enumerate() if t.name.startswith("streamer-sender-") and t.is_alive()
+    ]
+    client.close()
+
+
+def test_the_key_never_leaks_from_the_pool(
+    start_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    guarded = start_server(api_key="other")
+    failing = start_server(FaultConfig(error_rate=1.0))
+    texts: list[str] = []
+    for url in (guarded.url, failing.url, f"http://127.0.0.1:{_free_port()}"):
+        pool = _pool(url, max_retries=1, backoff_base=0.01)
+        for result in _results(pool, 2):
+            assert result.status is Status.FAILED
+            texts.append(str(result.reason))
+            texts.append(repr(result))
+        texts.append(repr(pool.metrics()))
+        pool.close()
+        pool.client.close()
+    texts.append(caplog.text)
+    assert all(KEY not in text for text in texts)
+
+
+def test_pool_frames_are_independent_of_shape() -> None:
+    # a frame that is not an image fails cleanly, without killing the sender thread
+    client = RoboflowClient(Target.model("shapes/1", api_url="http://127.0.0.1:9"))
+    with client, SenderPool(client, SenderConfig(rate_limit=None, max_in_flight=1)) as pool:
+        bad = pool.submit(Frame(image=np.zeros((4, 4), np.uint8), index=0)).result(timeout=5)
+        assert bad.status is Status.FAILED
+        assert "BGR" in str(bad.reason)
+        assert pool.free_slots == 1
