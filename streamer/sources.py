@@ -1,0 +1,326 @@
+"""Opening video sources from one string; each connection yields (image, pts) pairs.
+
+Accepted: a video file (anything PyAV opens), a webcam (``0``, ``/dev/video0``),
+``rtsp://`` (TCP by default), ``rtmp://``, ``http(s)://`` (HLS, MJPEG, files), an
+image folder or glob, and ``synthetic:[?size=1280x720&fps=30&objects=5&seed=0&seconds=S]``.
+
+A ``Source`` is opened once per connection attempt (the capture thread reconnects);
+each ``Stream`` is an iterator of BGR images with their pts in seconds. End of
+iteration is end of stream; failures raise ``SourceError``.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from streamer.errors import ConfigError, SourceError
+from streamer.redaction import redact
+from streamer.synth import Scene
+
+__all__ = [
+    "ImageFolderSource",
+    "PyAVSource",
+    "Source",
+    "Stream",
+    "SyntheticSource",
+    "open_source",
+]
+
+log = logging.getLogger(__name__)
+
+Image = npt.NDArray[np.uint8]
+_VIDEO_FILE_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".flv", ".gif")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class Stream(Protocol):
+    """One open connection to a source."""
+
+    fps: float | None
+    width: int
+    height: int
+
+    def __iter__(self) -> Iterator[tuple[Image, float | None]]: ...
+
+    def close(self) -> None: ...
+
+
+class Source(Protocol):
+    """Something that can be (re)opened into a Stream."""
+
+    source_id: str  # for logs and records; credentials masked
+    is_live: bool  # a camera or stream: end of stream means a disconnect, not the end
+
+    def open(self) -> Stream: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeouts:
+    """Seconds PyAV may wait to open, and for data once open (a stall)."""
+
+    open: float = 5.0
+    read: float = 5.0
+
+
+class _PyAVStream:
+    def __init__(self, container: av.container.InputContainer, source_id: str) -> None:
+        self._container = container
+        self._source_id = source_id
+        self._stream = container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps: float | None = float(rate) if rate else None
+        self.width: int = self._stream.codec_context.width
+        self.height: int = self._stream.codec_context.height
+        self.corrupt_packets = 0
+
+    def __iter__(self) -> Iterator[tuple[Image, float | None]]:
+        try:
+            for packet in self._container.demux(self._stream):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError as exc:
+                    # One bad packet costs a frame or two, not the stream.
+                    self.corrupt_packets += 1
+                    log.warning("%s: skipped a corrupt packet (%s)", self._source_id, exc)
+                    continue
+                for frame in frames:
+                    image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+                    yield image, frame.time
+        except av.FFmpegError as exc:
+            raise SourceError(f"{self._source_id}: read failed: {_describe(exc)}") from exc
+        except OSError as exc:  # e.g. a network read that timed out
+            raise SourceError(f"{self._source_id}: read failed: {_describe(exc)}") from exc
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> _PyAVStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return redact(text)
+
+
+class PyAVSource:
+    """Files, devices and network streams through FFmpeg."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        is_live: bool,
+        device_format: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.uri = uri
+        self.source_id = redact(uri)
+        self.is_live = is_live
+        self._format = device_format
+        self.timeouts = timeouts or Timeouts()
+
+    def _options(self) -> dict[str, str]:
+        scheme = urlsplit(self.uri).scheme.lower()
+        options: dict[str, str] = {}
+        if scheme in ("rtsp", "rtsps"):
+            options["rtsp_transport"] = "tcp"  # UDP loses packets on busy links and behind NAT
+        if self.is_live:
+            # FFmpeg probes ~1 s of a network stream by default; 0.2 s finds H.264 as well.
+            options.update(
+                analyzeduration="200000", probesize="500000", fflags="nobuffer", flags="low_delay"
+            )
+        return options
+
+    def open(self) -> _PyAVStream:
+        try:
+            container = av.open(
+                self.uri,
+                format=self._format,
+                options=self._options(),
+                timeout=(self.timeouts.open, self.timeouts.read),
+            )
+        except FileNotFoundError as exc:
+            raise SourceError(f"{self.source_id}: no such file or device") from exc
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(f"cannot open {self.source_id}: {_describe(exc)}") from exc
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"{self.source_id} has no video stream")
+        try:
+            return _PyAVStream(container, self.source_id)
+        except (av.FFmpegError, OSError) as exc:
+            container.close()
+            raise SourceError(f"cannot decode {self.source_id}: {_describe(exc)}") from exc
+
+
+class _SyntheticStream:
+    def __init__(self, scene: Scene, frame_count: int | None, realtime: bool) -> None:
+        self._scene = scene
+        self._count = frame_count
+        self._realtime = realtime
+        self.fps: float | None = scene.fps
+        self.width = scene.width
+        self.height = scene.height
+        self.spare: list[Image] = []  # buffers handed back by the capture thread
+
+    def __iter__(self) -> Iterator[tuple[Image, float | None]]:
+        started = time.monotonic()
+        index = 0
+        while self._count is None or index < self._count:
+            if self._realtime:
+                delay = started + index / self._scene.fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            buffer = self.spare.pop() if self.spare else None
+            yield self._scene.render(index, buffer), index / self._scene.fps
+            index += 1
+
+    def close(self) -> None:
+        self.spare.clear()
+
+
+class SyntheticSource:
+    """The scene generator as a camera: frames rendered as the clock ticks."""
+
+    def __init__(
+        self, scene: Scene, *, seconds: float | None = None, realtime: bool = True
+    ) -> None:
+        self.scene = scene
+        self.seconds = seconds
+        self.realtime = realtime
+        self.source_id = "synthetic"
+        self.is_live = seconds is None
+
+    def open(self) -> _SyntheticStream:
+        count = None if self.seconds is None else max(1, round(self.seconds * self.scene.fps))
+        return _SyntheticStream(self.scene, count, self.realtime)
+
+
+class _ImageStream:
+    def __init__(self, paths: list[Path], fps: float) -> None:
+        self._paths = paths
+        self.fps: float | None = fps
+        first = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
+        if first is None:
+            raise SourceError(f"cannot read image {paths[0]}")
+        self.height, self.width = first.shape[:2]
+
+    def __iter__(self) -> Iterator[tuple[Image, float | None]]:
+        for index, path in enumerate(self._paths):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                log.warning("skipped unreadable image %s", path)
+                continue
+            yield np.asarray(image, dtype=np.uint8), index / (self.fps or 1.0)
+
+    def close(self) -> None:
+        pass
+
+
+class ImageFolderSource:
+    """A folder or glob of images, in name order, as a recorded video."""
+
+    def __init__(self, pattern: str, *, fps: float = 1.0) -> None:
+        path = Path(pattern)
+        if path.is_dir():
+            paths = [p for p in sorted(path.iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES]
+        else:
+            paths = [
+                Path(p)
+                for p in sorted(glob.glob(pattern))
+                if Path(p).suffix.lower() in _IMAGE_SUFFIXES
+            ]
+        if not paths:
+            raise SourceError(f"no images ({', '.join(_IMAGE_SUFFIXES)}) in {pattern}")
+        self._paths = paths
+        self.fps = fps
+        self.source_id = pattern
+        self.is_live = False
+
+    def open(self) -> _ImageStream:
+        return _ImageStream(self._paths, self.fps)
+
+
+def _synthetic(uri: str) -> SyntheticSource:
+    query = parse_qs(urlsplit(uri).query)
+    allowed = {"size", "fps", "objects", "seed", "seconds"}
+    unknown = set(query) - allowed
+    if unknown:
+        raise ConfigError(
+            f"unknown synthetic option(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+
+    def value(name: str, default: str) -> str:
+        return query.get(name, [default])[-1]
+
+    size = re.fullmatch(r"(\d+)x(\d+)", value("size", "1280x720"))
+    if not size:
+        raise ConfigError(f"synthetic size must look like 1280x720, got {value('size', '')!r}")
+    try:
+        fps = float(value("fps", "30"))
+        objects = int(value("objects", "5"))
+        seed = int(value("seed", "0"))
+        seconds = float(query["seconds"][-1]) if "seconds" in query else None
+    except ValueError as exc:
+        raise ConfigError(f"bad synthetic option in {uri!r}: {exc}") from exc
+    scene = Scene(
+        width=int(size.group(1)), height=int(size.group(2)), fps=fps, objects=objects, seed=seed
+    )
+    return SyntheticSource(scene, seconds=seconds)
+
+
+def open_source(uri: str, *, timeouts: Timeouts | None = None) -> Source:
+    """The ``Source`` for ``uri``, or a one-line ``ConfigError``/``SourceError`` saying why not."""
+    text = uri.strip()
+    if not text:
+        raise ConfigError("empty source")
+    scheme = urlsplit(text).scheme.lower() if "://" in text or text.startswith("synthetic:") else ""
+    if scheme == "synthetic":
+        return _synthetic(text)
+    if scheme in ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp"):
+        return PyAVSource(text, is_live=True, timeouts=timeouts)
+    if scheme in ("http", "https"):
+        path = urlsplit(text).path.lower()
+        return PyAVSource(text, is_live=not path.endswith(_VIDEO_FILE_SUFFIXES), timeouts=timeouts)
+    if scheme:
+        raise ConfigError(f"unsupported source scheme {scheme}:// in {redact(text)!r}")
+    if text.isdigit():
+        text = f"/dev/video{text}"
+    if text.startswith("/dev/video"):
+        if not os.path.exists(text):
+            raise SourceError(f"no webcam at {text}")
+        return PyAVSource(text, is_live=True, device_format="v4l2", timeouts=timeouts)
+    if any(ch in text for ch in "*?[") or Path(text).is_dir():
+        return ImageFolderSource(text)
+    file = Path(text)
+    if not file.exists():
+        raise SourceError(f"no such file: {text}")
+    if not file.is_file():
+        raise SourceError(f"not a file: {text}")
+    return PyAVSource(text, is_live=False, timeouts=timeouts)
