@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--objects", type=int, default=5)
     synth.add_argument("--seed", type=int, default=0)
 
+    _add_run_parser(commands)
+
     demo = commands.add_parser(
         "demo",
         help="start the embedded server and show detections (no API key, no network)",
@@ -158,6 +160,75 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image", type=Path, help="also detect COCO objects in this image")
     demo.add_argument("--models-dir", type=Path, help="folder holding yolox_nano.onnx")
     return parser
+
+
+def _threshold(text: str) -> float:
+    """Confidence or overlap as Roboflow takes them: 0-100, or a fraction below 1."""
+    value = _non_negative_float(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be 0-100 (or a fraction), got {text}")
+    return value / 100 if value >= 1 else value
+
+
+# flag -> (type, help); every run option defaults to None so that only flags given
+# override the --config file.
+_RUN_OPTIONS: dict[str, tuple[object, str]] = {
+    "--model": (str, "model id project/version (embedded server: coco/1, shapes/1 for synthetic:)"),
+    "--workflow": (str, "workflow workspace/workflow_id instead of a model"),
+    "--workflow-output": (str, "workflow output holding the predictions (predictions)"),
+    "--api-url": (str, "inference API base URL (default: serverless.roboflow.com with a key, "
+                  "else the embedded local server)"),
+    "--api-key": (str, "Roboflow API key (default $ROBOFLOW_API_KEY)"),
+    "--mode": (str, "live or recorded (default: files recorded, cameras and streams live)"),
+    "--max-in-flight": (int, "concurrent requests (8)"),
+    "--max-fps": (_positive_float, "live: at most this many frames sent per second"),
+    "--every": (int, "recorded: send every k-th frame, track the rest (1)"),
+    "--deadline": (_positive_float, "live: seconds after capture when a result is stale (2)"),
+    "--confidence": (_threshold, "confidence threshold, 0-100 or fraction (40)"),
+    "--overlap": (_threshold, "NMS overlap threshold, 0-100 or fraction (30)"),
+    "--max-side": (int, "long side of uploaded frames in pixels (640)"),
+    "--jpeg-quality": (int, "JPEG quality of uploads (80)"),
+    "--rate-limit": (_positive_float, "requests/s cap per key (20; off for the embedded server)"),
+    "--max-retries": (int, "retries per frame on 429/5xx/timeouts (3)"),
+    "--request-timeout": (_positive_float, "seconds per request (10)"),
+    "--motion-threshold": (_non_negative_float, "skip frames that differ less than this (0-255)"),
+    "--stall-timeout": (_positive_float, "seconds without a frame before reconnecting (5)"),
+    "--output": (str, "write the annotated video here (H.264)"),
+    "--jsonl": (str, "write one JSON record per output frame here ('-' for stdout)"),
+    "--webhook": (str, "POST batches of records to this URL"),
+}  # fmt: skip
+
+
+def _add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="turn a video, camera or stream into tracked, annotated detections",
+        description="Run the pipeline on SOURCE: a video file, a webcam (0, /dev/video0), "
+        "rtsp:// rtmp:// http(s):// streams, an image folder, or synthetic:. With no "
+        "--api-url and no key, the embedded local server answers (offline).",
+    )
+    run.add_argument("source", nargs="?", help="what to read (or set source: in --config)")
+    for flag, (kind, text) in _RUN_OPTIONS.items():
+        run.add_argument(flag, type=kind, default=None, help=text)  # type: ignore[arg-type]
+    run.add_argument("--show", action="store_const", const=True, default=None, help="show a window")
+    run.add_argument("--no-hud", dest="hud", action="store_const", const=False, default=None)
+    run.add_argument(
+        "--no-progress", dest="progress", action="store_const", const=False, default=None
+    )
+    run.add_argument("--config", type=Path, help="YAML settings (flags override them)")
+    run.add_argument("--models-dir", type=Path, help="weights for the embedded server's coco/1")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from streamer.config import load_config
+    from streamer.run import run_safely
+
+    overrides = {
+        name: getattr(args, name) for name in (flag[2:].replace("-", "_") for flag in _RUN_OPTIONS)
+    }
+    overrides.update(source=args.source, show=args.show, hud=args.hud, progress=args.progress)
+    config = load_config(args.config, overrides)
+    return run_safely(config, models_dir=args.models_dir, debug=args.debug)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -278,13 +349,14 @@ def _demo_image(client: httpx.Client, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = args.command == "run" and not args.debug  # the progress line tells the state
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
+        level=logging.DEBUG if args.debug else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # One line per request is noise at INFO; --debug brings it back.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.debug else logging.WARNING)
-    handlers = {"serve": _serve, "synth": _synth, "demo": _demo}
+    handlers = {"serve": _serve, "synth": _synth, "demo": _demo, "run": _run}
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

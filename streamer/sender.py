@@ -384,6 +384,11 @@ class SenderPool:
         return self._in_flight
 
     @property
+    def latency_ewma(self) -> float | None:
+        """Smoothed round trip of answered requests, seconds (the sampler paces by it)."""
+        return self._ewma
+
+    @property
     def free_slots(self) -> int:
         return self.config.max_in_flight - self._in_flight
 

@@ -208,11 +208,12 @@ class SyntheticSource:
     """The scene generator as a camera: frames rendered as the clock ticks."""
 
     def __init__(
-        self, scene: Scene, *, seconds: float | None = None, realtime: bool = True
+        self, scene: Scene, *, seconds: float | None = None, realtime: bool | None = None
     ) -> None:
         self.scene = scene
         self.seconds = seconds
-        self.realtime = realtime
+        # endless: a camera, paced by the clock; with a length: a recording, as fast as it renders
+        self.realtime = seconds is None if realtime is None else realtime
         self.source_id = "synthetic"
         self.is_live = seconds is None
 

@@ -1,0 +1,431 @@
+"""Pipeline: capture -> sampler -> sender pool -> reorder -> render thread -> sinks.
+
+::
+
+    streamer-capture-<src> ─▶ slot / FIFO ─▶ streamer-feed (sampler, submit)
+                                                 │ recorded: (frame, future) in frame order
+                                                 │ live: results as they arrive
+                                                 ▼
+                         streamer-render (tracker, annotators; owns all their state)
+                                                 ▼
+                  streamer-sink-video / -jsonl / -webhook / -display (own bounded queues)
+
+Live: the newest result is shown as soon as it arrives; an older result arriving
+late is counted and handed to the tracker only (which ignores the past). Recorded:
+every frame is emitted in order, inferred ones with their detections, the others
+with the tracker's predictions, marked ``predicted``.
+
+Example::
+
+    sinks = [VideoSink("out.mp4", live=False)]
+    with Pipeline(source, client, PipelineSettings(live=False), sinks=sinks) as pipeline:
+        pipeline.wait()
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import supervision as sv
+
+from streamer.capture import CaptureConfig, CaptureThread, ReconnectPolicy, SourceState, StateEvent
+from streamer.client import RoboflowClient
+from streamer.errors import AuthError, ModelNotFound, PlanError, SourceError, StreamerError
+from streamer.frames import Frame, Result, Status
+from streamer.records import build_record, status_text
+from streamer.render import Hud, RenderConfig, Renderer
+from streamer.sampler import Sampler, SamplerConfig
+from streamer.sender import SenderConfig, SenderPool
+from streamer.sinks.base import DropPolicy, Output, Sink, SinkWorker
+from streamer.sources import Source
+from streamer.tracking import TrackerConfig, Tracking
+
+__all__ = ["Pipeline", "PipelineSettings", "PipelineStatus"]
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+_END = object()
+# Errors after which every further request fails the same way: stop, say why.
+_FATAL = (AuthError, ModelNotFound, PlanError)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """Recorded mode: a frame in output order, with its request if it was sent."""
+
+    frame: Frame
+    future: Future[Result] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSettings:
+    live: bool
+    sampler: SamplerConfig | None = None
+    sender: SenderConfig = field(default_factory=SenderConfig)
+    stall_timeout: float = 5.0
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    queue_size: int = 32  # recorded: frames buffered between stages
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """A snapshot for progress lines and the HUD."""
+
+    source_state: str
+    frames: int  # decoded by capture
+    outputs: int  # frames rendered and handed to sinks
+    ok: int
+    predicted: int
+    failed: int
+    stale: int
+    late: int  # live: results older than one already shown
+    dropped_capture: int
+    skipped: dict[str, int]
+    sink_drops: dict[str, int]
+    source_fps: float | None
+    inference_fps: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    breaker: str
+    rate: float | None
+
+
+class Pipeline:
+    """Wires the stages and owns their threads; a context manager."""
+
+    def __init__(
+        self,
+        source: Source,
+        client: RoboflowClient,
+        settings: PipelineSettings,
+        *,
+        sinks: Sequence[Sink] = (),
+        on_prediction: Callable[[Output, sv.Detections], None] | None = None,
+        on_status: Callable[[StateEvent], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self._on_prediction = on_prediction
+        self._on_status = on_status
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self.error: StreamerError | None = None
+        capture_config = CaptureConfig(
+            live=settings.live,
+            queue_size=settings.queue_size,
+            stall_timeout=settings.stall_timeout,
+            reconnect=settings.reconnect,
+        )
+        self.capture = CaptureThread(source, capture_config, on_state=self._capture_event)
+        sampler_config = settings.sampler or SamplerConfig(live=settings.live)
+        self.sampler = Sampler(sampler_config)
+        self.pool = SenderPool(
+            client, settings.sender, on_result=self._on_result if settings.live else None
+        )
+        policy = DropPolicy.DROP_OLDEST if settings.live else DropPolicy.BLOCK
+        self._sinks = [
+            SinkWorker(
+                sink,
+                capacity=8 if sink.name == "display" else 64,
+                policy=DropPolicy.DROP_NEWEST if sink.name == "webhook" else policy,
+            )
+            for sink in sinks
+        ]
+        self._wants_image = any(s.wants_image for s in sinks)
+        # live: results; recorded: (frame, future | None) in frame order
+        self._render_queue: queue.Queue[object] = queue.Queue(
+            maxsize=max(settings.queue_size, 2 * settings.sender.max_in_flight)
+        )
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._completions: collections.deque[float] = collections.deque(maxlen=120)
+        self._newest_shown = -1
+        self._hud_cache: tuple[float, PipelineStatus] | None = None
+        self._threads = [
+            threading.Thread(target=self._feed, name="streamer-feed", daemon=True),
+            threading.Thread(target=self._render_loop, name="streamer-render", daemon=True),
+        ]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Pipeline:
+        self.pool.start()
+        self.capture.start()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the source ended and every output was handed on; ``False`` on timeout."""
+        return self._finished.wait(timeout)
+
+    def stop(self) -> None:
+        """Ask every stage to stop (safe from signal handlers and callbacks)."""
+        self._stop.set()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop, then join every thread and finalize the sinks (video written, lines flushed)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        self.capture.stop(timeout=2.0)
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s did not stop in time", thread.name)
+        self.pool.close(timeout=2.0)
+        for worker in self._sinks:
+            worker.close(timeout=max(1.0, deadline - time.monotonic()))
+            if worker.error is not None and self.error is None:
+                self.error = worker.error
+        self._finished.set()
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def _capture_event(self, event: StateEvent) -> None:
+        if event.state is SourceState.FAILED and self.error is None:
+            self.error = SourceError(event.detail)
+        if self._on_status is not None:
+            self._on_status(event)
+
+    def _feed(self) -> None:
+        live = self.settings.live
+        slots = self.settings.sender.max_in_flight
+        try:
+            while not self._stop.is_set():
+                frame = self.capture.read(timeout=_POLL_S)
+                if frame is None:
+                    if self.capture.finished:
+                        break
+                    continue
+                governor = self.pool.governor
+                decision = self.sampler.decide(
+                    frame,
+                    free_slots=self.pool.free_slots,
+                    slots=slots,
+                    latency=self.pool.latency_ewma,
+                    rate_cap=governor.rate if governor is not None else None,
+                )
+                if live:
+                    if decision.send:
+                        self.pool.submit(frame)
+                    continue
+                future = self._submit_waiting(frame) if decision.send else None
+                if not self._put(_Pending(frame, future)):
+                    break
+        finally:
+            if live:  # let answers in flight arrive before the end
+                deadline = time.monotonic() + self.settings.sender.request_timeout
+                while (
+                    self.pool.in_flight and not self._stop.is_set() and time.monotonic() < deadline
+                ):
+                    time.sleep(0.01)
+            self._put(_END, force=True)
+
+    def _submit_waiting(self, frame: Frame) -> Future[Result] | None:
+        """Recorded mode: wait for a free slot (backpressure) and send."""
+        while not self._stop.is_set():
+            if self.pool.free_slots:
+                return self.pool.submit(frame)
+            time.sleep(0.002)
+        return None
+
+    def _put(self, item: object, *, force: bool = False) -> bool:
+        while force or not self._stop.is_set():
+            try:
+                self._render_queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                if force and self._stop.is_set():
+                    return False
+        return False
+
+    def _on_result(self, result: Result) -> None:
+        """Live mode, on a sender thread: hand the result to the render thread."""
+        try:
+            self._render_queue.put_nowait(result)
+        except queue.Full:
+            with self._lock:
+                self._counts["render_overflow"] += 1
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def _render_loop(self) -> None:
+        tracking: Tracking | None = None
+        renderer: Renderer | None = None
+        try:
+            while True:
+                try:
+                    item = self._render_queue.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        break
+                    continue
+                if item is _END:
+                    break
+                if tracking is None or renderer is None:
+                    fps = self.capture.metrics().declared_fps or 30.0
+                    tracking = Tracking(fps, self.settings.tracker)
+                    renderer = Renderer(self.settings.render, fps=fps)
+                if isinstance(item, Result):
+                    self._render_live(item, tracking, renderer)
+                elif isinstance(item, _Pending):
+                    result = self._await(item.future) if item.future is not None else None
+                    if result is None and item.future is not None:
+                        break  # stopping
+                    self._emit(item.frame, result, tracking, renderer)
+                if self.error is not None and isinstance(self.error, _FATAL):
+                    self._stop.set()
+                    break
+        except Exception:
+            log.exception("render thread failed")
+            self.error = self.error or StreamerError("internal error in the render thread")
+            self._stop.set()
+        finally:
+            self._finished.set()
+
+    def _await(self, future: Future[Result]) -> Result | None:
+        while not self._stop.is_set():
+            try:
+                return future.result(timeout=_POLL_S)
+            except TimeoutError:
+                continue
+        return None
+
+    def _render_live(self, result: Result, tracking: Tracking, renderer: Renderer) -> None:
+        if result.frame.index <= self._newest_shown:
+            with self._lock:
+                self._counts["late"] += 1
+            if result.prediction is not None:
+                tracking.update(result.prediction.detections, self._timestamp(result.frame))
+            return
+        self._newest_shown = result.frame.index
+        self._emit(result.frame, result, tracking, renderer)
+
+    def _timestamp(self, frame: Frame) -> float:
+        if not self.settings.live and frame.pts is not None:
+            return frame.pts
+        return frame.captured_at
+
+    def _emit(
+        self, frame: Frame, result: Result | None, tracking: Tracking, renderer: Renderer
+    ) -> None:
+        status = status_text(result)
+        prediction = result.prediction if result is not None else None
+        timestamp = self._timestamp(frame)
+        if prediction is not None:
+            detections = tracking.update(prediction.detections, timestamp)
+        else:
+            detections = tracking.predict(timestamp)
+        if result is not None and result.error is not None and isinstance(result.error, _FATAL):
+            self.error = self.error or result.error
+        self._count(result, status)
+        image = None
+        if self._wants_image:
+            image = renderer.render(
+                frame.image,
+                detections,
+                predicted=prediction is None,
+                keypoints=prediction.keypoints if prediction is not None else None,
+                classification=prediction.classification if prediction is not None else None,
+                hud=self._hud(status) if self.settings.render.hud else None,
+            )
+        record = build_record(
+            source=frame.source_id,
+            frame_index=frame.index,
+            pts=frame.pts,
+            status=status,
+            result=result,
+            detections=detections,
+            classification=prediction.classification if prediction is not None else None,
+        )
+        output = Output(
+            frame=frame, image=image, record=record, source_fps=self.capture.metrics().declared_fps
+        )
+        for worker in self._sinks:
+            worker.put(output)
+        if self._on_prediction is not None:
+            try:
+                self._on_prediction(output, detections)
+            except Exception:
+                log.exception("on_prediction callback failed")
+
+    def _count(self, result: Result | None, status: str) -> None:
+        with self._lock:
+            self._counts["outputs"] += 1
+            if result is None:
+                self._counts["predicted"] += 1
+            else:
+                self._counts[result.status.value] += 1
+                if result.status is Status.OK:
+                    self._completions.append(time.monotonic())
+
+    def _hud(self, status: str) -> Hud:
+        now = time.monotonic()
+        if self._hud_cache is None or now - self._hud_cache[0] > 0.25:  # not per frame
+            self._hud_cache = (now, self.status())
+        snapshot = self._hud_cache[1]
+        return Hud(
+            source_fps=snapshot.source_fps,
+            inference_fps=snapshot.inference_fps,
+            latency_p50_ms=snapshot.latency_p50_ms,
+            latency_p95_ms=snapshot.latency_p95_ms,
+            dropped=snapshot.dropped_capture + sum(snapshot.skipped.values()),
+            status=status,
+        )
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> PipelineStatus:
+        capture = self.capture.metrics()
+        sender = self.pool.metrics()
+        with self._lock:
+            counts = dict(self._counts)
+            completions = list(self._completions)
+        inference_fps = None
+        if len(completions) >= 2 and completions[-1] > completions[0]:
+            inference_fps = (len(completions) - 1) / (completions[-1] - completions[0])
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else value * 1000
+
+        return PipelineStatus(
+            source_state=capture.state,
+            frames=capture.frames,
+            outputs=counts.get("outputs", 0),
+            ok=counts.get("ok", 0),
+            predicted=counts.get("predicted", 0),
+            failed=counts.get("failed", 0),
+            stale=counts.get("stale", 0),
+            late=counts.get("late", 0),
+            dropped_capture=capture.dropped,
+            skipped={cause.value: n for cause, n in self.sampler.skipped.items()},
+            sink_drops={w.sink.name: w.dropped for w in self._sinks},
+            source_fps=capture.measured_fps,
+            inference_fps=inference_fps,
+            latency_p50_ms=ms(sender.latency_p50),
+            latency_p95_ms=ms(sender.latency_p95),
+            breaker=sender.breaker,
+            rate=sender.rate,
+        )

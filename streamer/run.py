@@ -1,0 +1,289 @@
+"""``streamer run``: a RunConfig turned into a running pipeline, progress, exit codes.
+
+Exit codes: 0 done; 1 other error; 2 bad settings; 3 bad source; 4 key rejected
+(401/403/402); 5 unknown model; 6 API unreachable or failing; 130 SIGINT; 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import av
+import numpy as np
+
+from streamer.client import DEFAULT_API_URL, RoboflowClient, Target, resolve_api_key
+from streamer.config import RunConfig
+from streamer.errors import (
+    AuthError,
+    ConfigError,
+    ConnectionFailed,
+    InferenceError,
+    InferenceTimeout,
+    ModelNotFound,
+    PlanError,
+    ServerError,
+    SourceError,
+    StreamerError,
+    redact,
+)
+from streamer.pipeline import Pipeline, PipelineSettings, PipelineStatus
+from streamer.render import RenderConfig
+from streamer.sampler import SamplerConfig
+from streamer.sender import SenderConfig
+from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
+from streamer.sources import Source, SyntheticSource, Timeouts, open_source
+
+__all__ = ["EXIT_CODES", "exit_code", "run"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_SOURCE = 3
+EXIT_AUTH = 4
+EXIT_MODEL = 5
+EXIT_API = 6
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+EXIT_CODES = {
+    "ok": EXIT_OK,
+    "error": EXIT_ERROR,
+    "usage": EXIT_USAGE,
+    "source": EXIT_SOURCE,
+    "auth": EXIT_AUTH,
+    "model": EXIT_MODEL,
+    "api": EXIT_API,
+    "sigint": EXIT_SIGINT,
+    "sigterm": EXIT_SIGTERM,
+}
+
+
+def exit_code(error: BaseException) -> int:
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    if isinstance(error, SourceError):
+        return EXIT_SOURCE
+    if isinstance(error, AuthError | PlanError):
+        return EXIT_AUTH
+    if isinstance(error, ModelNotFound):
+        return EXIT_MODEL
+    if isinstance(error, InferenceError):
+        return EXIT_API
+    return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _embedded_server(models_dir: Path | None) -> Iterator[str]:
+    from streamer.server import ServerConfig, ServerThread
+
+    with ServerThread(ServerConfig(port=0, models_dir=models_dir)) as server:
+        yield server.url
+
+
+def _target(config: RunConfig, api_url: str, default_model: str) -> Target:
+    options = {
+        "confidence": config.confidence,
+        "overlap": config.overlap,
+        "max_side": config.max_side,
+        "jpeg_quality": config.jpeg_quality,
+    }
+    if config.workflow:
+        workspace, workflow_id = config.workflow.split("/")
+        return Target.workflow(
+            workspace, workflow_id, api_url=api_url, output_name=config.workflow_output, **options
+        )
+    return Target.model(config.model or default_model, api_url=api_url, **options)
+
+
+def _preflight(client: RoboflowClient) -> None:
+    """One small request before the run: a wrong key or model fails here, in one line."""
+    probe = np.full((64, 64, 3), 40, dtype=np.uint8)
+    try:
+        client.infer(probe, timeout=min(client.timeout, 15.0))
+    except ServerError as exc:
+        raise ServerError(
+            f"the API cannot serve {client.target.name}: {exc}", status=exc.status
+        ) from exc
+    except (ConnectionFailed, InferenceTimeout) as exc:
+        raise type(exc)(f"{exc} (is the API URL right and the server up?)") from exc
+
+
+def _sinks(config: RunConfig, live: bool, pipeline_stop: list[Pipeline]) -> list[Sink]:
+    sinks: list[Sink] = []
+    if config.output:
+        sinks.append(VideoSink(config.output, live=live))
+    if config.jsonl:
+        sinks.append(JsonLinesSink(config.jsonl))
+    if config.webhook:
+        sinks.append(WebhookSink(config.webhook))
+    if config.show:
+        sinks.append(
+            DisplaySink(
+                "streamer", on_quit=lambda: pipeline_stop[0].stop() if pipeline_stop else None
+            )
+        )
+    return sinks
+
+
+def _total_frames(source: Source) -> int | None:
+    if isinstance(source, SyntheticSource):
+        return None if source.seconds is None else round(source.seconds * source.scene.fps)
+    path = getattr(source, "uri", None)
+    if source.is_live or not isinstance(path, str):
+        return None
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            if stream.duration and stream.time_base and stream.average_rate:
+                return round(float(stream.duration * stream.time_base * stream.average_rate))
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+    return None
+
+
+def _progress_line(status: PipelineStatus, total: int | None, started: float, live: bool) -> str:
+    elapsed = max(1e-6, time.monotonic() - started)
+    if not live:
+        fps = status.outputs / elapsed
+        if total:
+            eta = (total - status.outputs) / fps if fps > 0 else float("inf")
+            share = min(1.0, status.outputs / total)
+            bar = "#" * int(share * 20)
+            return (
+                f"[{bar:<20}] {status.outputs}/{total} frames {fps:.1f} fps "
+                f"ETA {eta:.0f}s  failed {status.failed}"
+            )
+        return f"{status.outputs} frames {fps:.1f} fps  failed {status.failed}"
+
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    dropped = status.dropped_capture + sum(status.skipped.values())
+    return (
+        f"{status.source_state}  source {f(status.source_fps)} fps  "
+        f"inference {f(status.inference_fps)} fps  latency p50 {f(status.latency_p50_ms)} ms  "
+        f"dropped {dropped}  failed {status.failed}  stale {status.stale}"
+    )
+
+
+def run(config: RunConfig, *, models_dir: Path | None = None) -> int:
+    """Run to the end of the source or a signal; return the exit code."""
+    source = open_source(config.source, timeouts=Timeouts(open=10.0, read=config.stall_timeout))
+    live = config.mode == "live" if config.mode is not None else source.is_live
+    api_key = resolve_api_key(config.api_key)
+    embedded = config.api_url is None and api_key is None
+    default_model = "shapes/1" if isinstance(source, SyntheticSource) else "coco/1"
+    if not embedded and not (config.model or config.workflow):
+        raise ConfigError(
+            "give --model project/version or --workflow workspace/id for a remote API"
+        )
+    with contextlib.ExitStack() as stack:
+        if embedded:
+            api_url = stack.enter_context(_embedded_server(models_dir))
+            print(
+                f"streamer: no API URL or key: using the embedded server at {api_url}",
+                file=sys.stderr,
+            )
+        else:
+            api_url = config.api_url or DEFAULT_API_URL
+        target = _target(config, api_url, default_model)
+        client = stack.enter_context(
+            RoboflowClient(
+                target,
+                api_key,
+                timeout=config.request_timeout,
+                max_connections=config.max_in_flight,
+            )
+        )
+        _preflight(client)
+        settings = PipelineSettings(
+            live=live,
+            sampler=SamplerConfig(
+                live=live,
+                max_fps=config.max_fps,
+                stride=config.every,
+                motion_threshold=config.motion_threshold,
+            ),
+            sender=SenderConfig(
+                max_in_flight=config.max_in_flight,
+                request_timeout=config.request_timeout,
+                deadline=config.deadline if live else None,
+                max_retries=config.max_retries,
+                rate_limit=None if embedded else config.rate_limit,
+            ),
+            stall_timeout=config.stall_timeout,
+            render=RenderConfig(hud=config.hud),
+        )
+        holder: list[Pipeline] = []
+        sinks = _sinks(config, live, holder)
+        pipeline = Pipeline(source, client, settings, sinks=sinks)
+        holder.append(pipeline)
+        received: list[int] = []
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            received.append(signum)
+            pipeline.stop()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        total = _total_frames(source)
+        started = time.monotonic()
+        interactive = config.progress and sys.stderr.isatty()
+        try:
+            pipeline.start()
+            last_line = 0.0
+            while not pipeline.wait(0.25):
+                if config.progress and time.monotonic() - last_line >= (
+                    0.25 if interactive else 5.0
+                ):
+                    line = _progress_line(pipeline.status(), total, started, live)
+                    print(
+                        ("\r" + line) if interactive else line,
+                        end="" if interactive else "\n",
+                        file=sys.stderr,
+                    )
+                    last_line = time.monotonic()
+        finally:
+            pipeline.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        status = pipeline.status()
+        if config.progress:
+            print(
+                ("\r" if interactive else "") + _progress_line(status, total, started, live),
+                file=sys.stderr,
+            )
+        print(
+            f"streamer: {status.outputs} frames out ({status.ok} inferred, "
+            f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
+            f"in {time.monotonic() - started:.1f} s"
+            + (f"; video: {config.output}" if config.output else "")
+            + (f"; records: {config.jsonl}" if config.jsonl and config.jsonl != "-" else ""),
+            file=sys.stderr,
+        )
+        if received:
+            return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
+        if pipeline.error is not None:
+            print(f"streamer: error: {redact(str(pipeline.error), api_key)}", file=sys.stderr)
+            return exit_code(pipeline.error)
+    return EXIT_OK
+
+
+def run_safely(config: RunConfig, *, models_dir: Path | None = None, debug: bool = False) -> int:
+    """``run`` with errors turned into one line and an exit code."""
+    try:
+        return run(config, models_dir=models_dir)
+    except StreamerError as exc:
+        if debug:
+            raise
+        print(f"streamer: error: {redact(str(exc), config.api_key)}", file=sys.stderr)
+        return exit_code(exc)
