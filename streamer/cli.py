@@ -188,7 +188,7 @@ _RUN_OPTIONS: dict[str, tuple[object, str]] = {
     "--overlap": (_threshold, "NMS overlap threshold, 0-100 or fraction (30)"),
     "--max-side": (int, "long side of uploaded frames in pixels (640)"),
     "--jpeg-quality": (int, "JPEG quality of uploads (80)"),
-    "--rate-limit": (_positive_float, "requests/s cap per key (20; off for the embedded server)"),
+    "--rate-limit": (_positive_float, "requests/s cap per key (20 on *.roboflow.com, else none)"),
     "--max-retries": (int, "retries per frame on 429/5xx/timeouts (3)"),
     "--request-timeout": (_positive_float, "seconds per request (10)"),
     "--motion-threshold": (_non_negative_float, "skip frames that differ less than this (0-255)"),

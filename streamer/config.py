@@ -39,7 +39,7 @@ class RunConfig:
     overlap: float = 0.3
     max_side: int = 640
     jpeg_quality: int = 80
-    rate_limit: float | None = 20.0  # requests/s per key; None: no cap
+    rate_limit: float | None = None  # requests/s per key; None: 20 on Roboflow's hosts, else none
     max_retries: int = 3
     request_timeout: float = 10.0
     motion_threshold: float | None = None
@@ -141,7 +141,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config {path} is not valid YAML{where}: {problem}") from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -28,6 +28,7 @@ from streamer.errors import (
     InferenceTimeout,
     ModelNotFound,
     PlanError,
+    RateLimited,
     ServerError,
     SourceError,
     StreamerError,
@@ -44,6 +45,7 @@ __all__ = ["EXIT_CODES", "exit_code", "run"]
 
 log = logging.getLogger(__name__)
 
+ROBOFLOW_RATE_LIMIT = 20.0  # requests/s per key before the serverless API answers 429
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -103,17 +105,32 @@ def _target(config: RunConfig, api_url: str, default_model: str) -> Target:
     return Target.model(config.model or default_model, api_url=api_url, **options)
 
 
-def _preflight(client: RoboflowClient) -> None:
-    """One small request before the run: a wrong key or model fails here, in one line."""
+def _rate_limit(config: RunConfig, target: Target) -> float | None:
+    """The cap asked for; by default Roboflow's stated 20/s on its own hosts, none elsewhere."""
+    if config.rate_limit is not None:
+        return config.rate_limit
+    return ROBOFLOW_RATE_LIMIT if target.host.endswith("roboflow.com") else None
+
+
+def _preflight(client: RoboflowClient, attempts: int = 3) -> None:
+    """A small request before the run: a wrong key, model or URL fails here, in one line.
+
+    Transient answers (5xx, 429) are retried a few times: one bad answer at start-up
+    is no reason to refuse a long run.
+    """
     probe = np.full((64, 64, 3), 40, dtype=np.uint8)
-    try:
-        client.infer(probe, timeout=min(client.timeout, 15.0))
-    except ServerError as exc:
-        raise ServerError(
-            f"the API cannot serve {client.target.name}: {exc}", status=exc.status
-        ) from exc
-    except (ConnectionFailed, InferenceTimeout) as exc:
-        raise type(exc)(f"{exc} (is the API URL right and the server up?)") from exc
+    for attempt in range(1, attempts + 1):
+        try:
+            client.infer(probe, timeout=min(client.timeout, 15.0))
+            return
+        except (ServerError, RateLimited) as exc:
+            if attempt == attempts:
+                raise ServerError(
+                    f"the API cannot serve {client.target.name}: {exc}", status=exc.status
+                ) from exc
+            time.sleep(0.2 * attempt)
+        except (ConnectionFailed, InferenceTimeout) as exc:
+            raise type(exc)(f"{exc} (is the API URL right and the server up?)") from exc
 
 
 def _sinks(config: RunConfig, live: bool, pipeline_stop: list[Pipeline]) -> list[Sink]:
@@ -176,9 +193,76 @@ def _progress_line(status: PipelineStatus, total: int | None, started: float, li
     )
 
 
+def _settings(config: RunConfig, live: bool, target: Target) -> PipelineSettings:
+    return PipelineSettings(
+        live=live,
+        sampler=SamplerConfig(
+            live=live,
+            max_fps=config.max_fps,
+            stride=config.every,
+            motion_threshold=config.motion_threshold,
+        ),
+        sender=SenderConfig(
+            max_in_flight=config.max_in_flight,
+            request_timeout=config.request_timeout,
+            deadline=config.deadline if live else None,
+            max_retries=config.max_retries,
+            rate_limit=_rate_limit(config, target),
+        ),
+        stall_timeout=config.stall_timeout,
+        render=RenderConfig(hud=config.hud),
+    )
+
+
+def _drive(pipeline: Pipeline, config: RunConfig, total: int | None, live: bool) -> list[int]:
+    """Run the pipeline to its end, showing progress; the signals received, if any."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        pipeline.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+    interactive = config.progress and sys.stderr.isatty()
+    every = 0.25 if interactive else 5.0
+    try:
+        pipeline.start()
+        last_line = 0.0
+        while not pipeline.wait(0.25):
+            if config.progress and time.monotonic() - last_line >= every:
+                line = _progress_line(pipeline.status(), total, started, live)
+                end = "" if interactive else "\n"
+                print(("\r" + line) if interactive else line, end=end, file=sys.stderr)
+                last_line = time.monotonic()
+    finally:
+        pipeline.close()  # the video is finalized and the lines flushed, whatever happened
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    status = pipeline.status()
+    if config.progress:
+        line = _progress_line(status, total, started, live)
+        print(("\r" if interactive else "") + line, file=sys.stderr)
+    outputs = "".join(
+        [
+            f"; video: {config.output}" if config.output else "",
+            f"; records: {config.jsonl}" if config.jsonl and config.jsonl != "-" else "",
+        ]
+    )
+    print(
+        f"streamer: {status.outputs} frames out ({status.ok} inferred, "
+        f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
+        f"in {time.monotonic() - started:.1f} s{outputs}",
+        file=sys.stderr,
+    )
+    return received
+
+
 def run(config: RunConfig, *, models_dir: Path | None = None) -> int:
     """Run to the end of the source or a signal; return the exit code."""
     source = open_source(config.source, timeouts=Timeouts(open=10.0, read=config.stall_timeout))
+    if not source.is_live:
+        source.open().close()  # a file that cannot be read is said so first, in one line
     live = config.mode == "live" if config.mode is not None else source.is_live
     api_key = resolve_api_key(config.api_key)
     embedded = config.api_url is None and api_key is None
@@ -206,70 +290,12 @@ def run(config: RunConfig, *, models_dir: Path | None = None) -> int:
             )
         )
         _preflight(client)
-        settings = PipelineSettings(
-            live=live,
-            sampler=SamplerConfig(
-                live=live,
-                max_fps=config.max_fps,
-                stride=config.every,
-                motion_threshold=config.motion_threshold,
-            ),
-            sender=SenderConfig(
-                max_in_flight=config.max_in_flight,
-                request_timeout=config.request_timeout,
-                deadline=config.deadline if live else None,
-                max_retries=config.max_retries,
-                rate_limit=None if embedded else config.rate_limit,
-            ),
-            stall_timeout=config.stall_timeout,
-            render=RenderConfig(hud=config.hud),
-        )
         holder: list[Pipeline] = []
-        sinks = _sinks(config, live, holder)
-        pipeline = Pipeline(source, client, settings, sinks=sinks)
-        holder.append(pipeline)
-        received: list[int] = []
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            received.append(signum)
-            pipeline.stop()
-
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        total = _total_frames(source)
-        started = time.monotonic()
-        interactive = config.progress and sys.stderr.isatty()
-        try:
-            pipeline.start()
-            last_line = 0.0
-            while not pipeline.wait(0.25):
-                if config.progress and time.monotonic() - last_line >= (
-                    0.25 if interactive else 5.0
-                ):
-                    line = _progress_line(pipeline.status(), total, started, live)
-                    print(
-                        ("\r" + line) if interactive else line,
-                        end="" if interactive else "\n",
-                        file=sys.stderr,
-                    )
-                    last_line = time.monotonic()
-        finally:
-            pipeline.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        status = pipeline.status()
-        if config.progress:
-            print(
-                ("\r" if interactive else "") + _progress_line(status, total, started, live),
-                file=sys.stderr,
-            )
-        print(
-            f"streamer: {status.outputs} frames out ({status.ok} inferred, "
-            f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
-            f"in {time.monotonic() - started:.1f} s"
-            + (f"; video: {config.output}" if config.output else "")
-            + (f"; records: {config.jsonl}" if config.jsonl and config.jsonl != "-" else ""),
-            file=sys.stderr,
+        pipeline = Pipeline(
+            source, client, _settings(config, live, target), sinks=_sinks(config, live, holder)
         )
+        holder.append(pipeline)
+        received = _drive(pipeline, config, _total_frames(source), live)
         if received:
             return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
         if pipeline.error is not None:
