@@ -5,12 +5,12 @@ from __future__ import annotations
 import collections
 import http.server
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -302,10 +302,11 @@ def test_api_errors_have_their_own_exit_codes(clip: Path, start_server: ServerFa
 
 
 def test_show_without_a_display_says_so(clip: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     done = subprocess.run(
         [*STREAMER, "run", str(clip), "--model", "shapes/1", "--show", "--no-progress"],
         capture_output=True, text=True, timeout=60, check=False,
-        env={k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")},
+        env=env,
     )  # fmt: skip
     assert done.returncode == 1
     assert "needs a display" in done.stderr
