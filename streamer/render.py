@@ -46,7 +46,7 @@ class Hud:
         return [
             f"source {f(self.source_fps, ' fps')}  inference {f(self.inference_fps, ' fps')}",
             f"latency p50 {f(self.latency_p50_ms, ' ms')}  p95 {f(self.latency_p95_ms, ' ms')}",
-            f"dropped {self.dropped}  {self.status}",
+            f"not sent {self.dropped}  {self.status}",
         ]
 
 
