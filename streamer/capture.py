@@ -108,6 +108,11 @@ class LatestFrameSlot:
             self._cond.notify_all()
             return displaced
 
+    def wake(self) -> None:
+        """Make a waiting ``take`` return now (with a frame if there is one)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def take(self, timeout: float) -> Frame | None:
         """The newest frame not yet taken, waiting up to ``timeout``; ``None`` if none came."""
         with self._cond:
@@ -227,6 +232,10 @@ class CaptureThread:
             with self._lock:
                 self._counts["delivered"] += 1
         return frame
+
+    def wake(self) -> None:
+        """Live: make a reader blocked in ``read`` return now (e.g. a sender slot freed)."""
+        self._slot.wake()
 
     def metrics(self) -> CaptureMetrics:
         with self._lock:

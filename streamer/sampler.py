@@ -162,6 +162,11 @@ class Sampler:
         self.sent += 1
         return Decision(send=True)
 
+    def retract(self, cause: SkipCause) -> None:
+        """Take back one skip: the frame is being decided again (held while busy)."""
+        if self.skipped[cause] > 0:
+            self.skipped[cause] -= 1
+
     def _skip(self, cause: SkipCause) -> Decision:
         self.skipped[cause] += 1
         return Decision(send=False, cause=cause)

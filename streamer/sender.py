@@ -392,16 +392,19 @@ class SenderPool:
     def free_slots(self) -> int:
         return self.config.max_in_flight - self._in_flight
 
-    def submit(self, frame: Frame, *, deadline: float | None = None) -> Future[Result]:
+    def submit(
+        self, frame: Frame, *, deadline: float | None = None, wait: float | None = None
+    ) -> Future[Result]:
         """Queue ``frame``; its Result arrives on the future and ``on_result``.
 
         ``deadline`` (monotonic) defaults to capture time plus ``config.deadline``.
-        Waits at most ``config.submit_timeout`` for a free slot, then raises ``PoolFull``.
+        Waits at most ``wait`` (default ``config.submit_timeout``) seconds for a free
+        slot, then raises ``PoolFull``.
         """
         if self._stop.is_set():
             raise StreamerError("sender pool is closed")
         self.start()
-        wait = self.config.submit_timeout
+        wait = self.config.submit_timeout if wait is None else wait
         acquired = (
             self._slots.acquire(timeout=wait) if wait > 0 else self._slots.acquire(blocking=False)
         )

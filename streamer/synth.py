@@ -107,6 +107,8 @@ class Scene:
         self.width = width
         self.height = height
         self.fps = fps
+        self._background = np.empty((height, width, 3), dtype=np.uint8)
+        self._background[:] = BACKGROUND_BGR
         rng = random.Random(seed)
         scale = min(width, height) / 720
         colours = list(COLOURS)
@@ -165,7 +167,9 @@ class Scene:
         """Draw frame ``index`` (BGR), into ``out`` when given to reuse its buffer."""
         if out is None or out.shape != (self.height, self.width, 3):
             out = np.empty((self.height, self.width, 3), dtype=np.uint8)
-        out[:] = BACKGROUND_BGR
+        # a plain copy of a ready background: broadcasting the 3-byte colour over the
+        # frame cost 3 ms of the 4.3 ms a 720p frame took
+        np.copyto(out, self._background)
         for m, (cx, cy) in zip(self._movers, self._centres(index), strict=True):
             colour = COLOURS[m.colour]
             s = m.half_size
