@@ -247,9 +247,18 @@ def _live_row(
     ages = [p["age_ms"] for p in warm]
     span = (warm[-1]["t"] - warm[0]["t"]) if len(warm) > 1 else result["seconds"]
     fps = (len(warm) - 1) / span if len(warm) > 1 and span > 0 else 0.0
+    # The API's own time (inference on this machine's CPU) is in every round trip but
+    # not in L: a second ideal counts it, from the measured round trip.
+    server_ms = statistics.median(p.get("server_ms", 0.0) for p in warm) if warm else 0.0
+    round_trip = statistics.median(p.get("round_trip_ms", 0.0) for p in warm) if warm else 0.0
+    measured_ideal = (
+        min(extra["source_fps"], extra["in_flight"] * 1000 / round_trip) if round_trip else None
+    )
     row.update(
         inference_fps=fps,
         ratio=fps / ideal if ideal else None,
+        ratio_measured=fps / measured_ideal if measured_ideal else None,
+        server_ms=server_ms,
         age_p50=_percentile(ages, 0.5),
         age_p95=_percentile(ages, 0.95),
         age_max=max(ages) if ages else None,
@@ -283,22 +292,32 @@ def run_live(
         try:
             for label, uri, file, model, fps in sources:
                 for n in in_flights:
-                    ideal = min(fps, n / (latency / 1000))
                     print(f"live: {label}, L={latency} ms, streamer N={n}", file=sys.stderr)
-                    result = _worker(
-                        "streamer-live",
-                        server.url,
-                        model,
-                        uri if "synthetic" in uri else f"{uri}",
-                        n,
-                        seconds,
+                    result = _worker("streamer-live", server.url, model, uri, n, seconds)
+                    ideal = min(fps, n / (latency / 1000))
+                    rows.append(
+                        _live_row(
+                            f"streamer N={n}",
+                            result,
+                            ideal,
+                            latency,
+                            source=label,
+                            in_flight=n,
+                            source_fps=fps,
+                        )
                     )
-                    rows.append(_live_row(f"streamer N={n}", result, ideal, latency, source=label))
                 print(f"live: {label}, L={latency} ms, SDK loop", file=sys.stderr)
                 sdk = _sdk("loop-live", server.url, model, file, seconds)
+                ideal = min(fps, 1000 / latency)
                 rows.append(
                     _live_row(
-                        "SDK infer() loop", sdk, min(fps, 1000 / latency), latency, source=label
+                        "SDK infer() loop",
+                        sdk,
+                        ideal,
+                        latency,
+                        source=label,
+                        in_flight=1,
+                        source_fps=fps,
                     )
                 )
         finally:
@@ -383,15 +402,22 @@ def print_live(rows: list[dict[str, Any]]) -> None:
         "\n### Live: 30 fps source paced in real time (result age = capture to result available)\n"
     )
     print(
-        "| source | L ms | contender | inference fps | ideal | ratio | age p50 ms | age p95 ms | age max ms "
-        "| CPU ms/frame | peak RSS MB | not sent (cause: count) |"
+        "ideal = min(source fps, N / L); ideal' = min(source fps, N / measured round trip), which also "
+        "counts the API's own inference time (server ms, from X-Processing-Time)\n"
     )
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print(
+        "| source | L ms | contender | inference fps | ideal | ratio | ratio to ideal' | server ms | age p50 ms "
+        "| age p95 ms | age max ms | CPU ms/frame | peak RSS MB | not sent (cause: count) |"
+    )
+    print(
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    )
     for r in rows:
         drops = ", ".join(f"{k}: {v}" for k, v in sorted(r.get("drops", {}).items()) if v)
         print(
             f"| {r['source']} | {r['latency_ms']} | {r['contender']} | {_fmt(r.get('inference_fps'))} "
-            f"| {_fmt(r['ideal_fps'])} | {_fmt(r.get('ratio'), 2)} | {_fmt(r.get('age_p50'))} "
+            f"| {_fmt(r['ideal_fps'])} | {_fmt(r.get('ratio'), 2)} | {_fmt(r.get('ratio_measured'), 2)} "
+            f"| {_fmt(r.get('server_ms'))} | {_fmt(r.get('age_p50'))} "
             f"| {_fmt(r.get('age_p95'))} | {_fmt(r.get('age_max'))} | {_fmt(r.get('cpu_ms_per_frame'))} "
             f"| {_fmt(r.get('rss_mb'), 0)} | {drops or '-'} |"
         )
@@ -434,19 +460,32 @@ def check_targets(
     if ours:
         worst = min(ours, key=lambda r: r["ratio"])
         lines.append(
-            f"- live throughput >= 0.95 of ideal: {verdict(worst['ratio'] >= 0.95)} "
+            f"- live throughput >= 0.95 of ideal min(fps, N/L): {verdict(worst['ratio'] >= 0.95)} "
             f"(worst {worst['ratio']:.2f}: {worst['source']}, L={worst['latency_ms']}, {worst['contender']})"
         )
-        late = [r for r in ours if r["age_p95"] is not None and r["age_p95"] > r["latency_ms"] + 30]
-        worst_age = max(ours, key=lambda r: (r["age_p95"] or 0) - r["latency_ms"])
+        worst_m = min(ours, key=lambda r: r["ratio_measured"] or 0)
         lines.append(
-            f"- live result age p95 <= L + 30 ms: {verdict(not late)} (worst p95 {worst_age['age_p95']:.0f} ms "
-            f"at L={worst_age['latency_ms']}, {worst_age['source']}, {worst_age['contender']})"
+            f"- the same counting the API's inference time in the round trip: "
+            f"{verdict((worst_m['ratio_measured'] or 0) >= 0.95)} (worst {worst_m['ratio_measured']:.2f}: "
+            f"{worst_m['source']}, L={worst_m['latency_ms']}, {worst_m['contender']})"
+        )
+        worst_age = max(ours, key=lambda r: (r["age_p95"] or 0) - r["latency_ms"])
+        over = (worst_age["age_p95"] or 0) - worst_age["latency_ms"]
+        lines.append(
+            f"- live result age p95 <= L + 30 ms: {verdict(over <= 30)} (worst L + {over:.0f} ms: "
+            f"{worst_age['source']}, L={worst_age['latency_ms']}, {worst_age['contender']})"
+        )
+        over_m = max((r["age_p95"] or 0) - r["latency_ms"] - r["server_ms"] for r in ours)
+        lines.append(
+            f"- the same with the API's inference time counted in L: {verdict(over_m <= 30)} "
+            f"(worst L + server + {over_m:.0f} ms)"
         )
         cpu = statistics.median(r["cpu_ms_per_frame"] for r in ours)
+        worst_cpu = max(r["cpu_ms_per_frame"] for r in ours)
         lines.append(
             f"- client CPU per processed frame <= 7 ms without encoding (live runs encode nothing): "
-            f"{verdict(cpu <= 7)} (median {cpu:.1f} ms, includes decoding or rendering the source)"
+            f"{verdict(worst_cpu <= 7)} (median {cpu:.1f} ms, worst {worst_cpu:.1f} ms; includes decoding "
+            f"or rendering every source frame, sent or not)"
         )
     for latency in sorted({r["latency_ms"] for r in recorded}):
         for clip in sorted({r["clip"] for r in recorded}):
