@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -322,7 +324,10 @@ async def _image_from_body(request: Request, body: bytes, service: InferenceServ
         raise BadRequest("Content-Type header is required")
     loop = asyncio.get_running_loop()
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
+        try:
+            form = await request.form()
+        except (HTTPException, MultiPartException) as exc:
+            raise BadRequest("malformed multipart body") from exc
         upload = form.get("file") or form.get("image")
         if upload is None or isinstance(upload, str):
             raise BadRequest("multipart upload needs a 'file' field")
