@@ -80,7 +80,10 @@ class SenderConfig:
     backoff_cap: float = 2.0
     rate_limit: float | None = 20.0  # requests/s per API key (Roboflow's serverless limit)
     breaker_failures: int = 5
-    breaker_cooldown: float = 5.0
+    # short: one probe a second costs the API nothing, and a live view is back within
+    # about a second of the API
+    breaker_cooldown: float = 1.0
+    outage_wait: float = 60.0  # no deadline (recorded): wait this long for an open breaker
     submit_timeout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -96,6 +99,8 @@ class SenderConfig:
             raise ConfigError("rate_limit must be > 0 or None")
         if self.breaker_failures < 1 or self.breaker_cooldown <= 0:
             raise ConfigError("breaker needs failures >= 1 and cooldown > 0")
+        if self.outage_wait < 0:
+            raise ConfigError("outage_wait must be >= 0")
 
 
 class RateGovernor:
@@ -458,6 +463,18 @@ class SenderPool:
         attempt = 0
         while True:
             if not self.breaker.allow():
+                # A frame without a deadline (recorded video) waits for the API to come
+                # back rather than failing fast through the rest of the file.
+                waited = time.monotonic() - started
+                if job.deadline is None and waited < config.outage_wait:
+                    if not self._sleep_until(
+                        time.monotonic() + min(0.1, self.breaker.retry_in() + 0.01)
+                    ):
+                        self._finish(
+                            job, Status.FAILED, error=CircuitOpen("pool closed during an outage")
+                        )
+                        return
+                    continue
                 retry_in = self.breaker.retry_in()
                 opened = CircuitOpen(
                     f"circuit open after repeated failures; retry in {retry_in:.1f} s"
@@ -501,6 +518,13 @@ class SenderPool:
                 )
                 return
             self._account_failure(error)
+            if (
+                job.deadline is None
+                and isinstance(error, _BREAKER_FAILURES)
+                and self.breaker.state is not BreakerState.CLOSED
+                and time.monotonic() - started < config.outage_wait
+            ):
+                continue  # an outage, not this frame's fault: wait for the breaker above
             if not isinstance(error, _RETRIABLE) or attempt > config.max_retries:
                 self._finish(
                     job, Status.FAILED, error=error, timings=_with(timings, started, attempt)

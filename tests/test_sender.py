@@ -60,7 +60,7 @@ def test_throughput_with_latency(start_server: ServerFactory, pools: list[Sender
     pool = _pool(server.url, max_in_flight=8)
     pools.append(pool)
     _results(pool, 8)  # warm: connections open
-    done = 0
+    before = pool.metrics().ok
     started = time.monotonic()
     frames = 0
     while time.monotonic() - started < 3.0:
@@ -69,9 +69,9 @@ def test_throughput_with_latency(start_server: ServerFactory, pools: list[Sender
             frames += 1
         else:
             time.sleep(0.002)
-    elapsed = time.monotonic() - started
-    done = pool.metrics().ok - 8
-    rate = done / elapsed
+    while pool.in_flight:  # every frame sent is waited for: no window-edge loss
+        time.sleep(0.002)
+    rate = (pool.metrics().ok - before) / (time.monotonic() - started)
     assert rate >= 0.9 * 8 / 0.1, f"{rate:.1f}/s against an ideal of 80/s"
 
 
@@ -228,10 +228,12 @@ def test_breaker_opens_and_closes(pools: list[SenderPool]) -> None:
     )
     pool = SenderPool(client, config, on_breaker=lambda state, why: changes.append(state))
     pools.append(pool.start())
-    down = _results(pool, 3)  # nothing listens: connection refused, three times
+    # nothing listens: connection refused, three times (live frames: with deadlines)
+    down = _results(pool, 3, deadline=time.monotonic() + 10)
     assert all(r.status is Status.FAILED for r in down)
     assert pool.breaker.state is BreakerState.OPEN
-    fast = pool.submit(_frame(3)).result(timeout=5)
+    # a frame with a deadline (live) fails fast while the breaker is open
+    fast = pool.submit(_frame(3), deadline=time.monotonic() + 5).result(timeout=5)
     assert isinstance(fast.error, CircuitOpen)
     assert fast.timings.attempts == 0
     with ServerThread(ServerConfig(port=port)):  # the API comes back on the same port
@@ -240,6 +242,30 @@ def test_breaker_opens_and_closes(pools: list[SenderPool]) -> None:
         assert probe.status is Status.OK
     assert changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
     assert pool.metrics().breaker == "closed"
+
+
+def test_frames_without_deadline_wait_out_an_outage(pools: list[SenderPool]) -> None:
+    """Recorded video: an open breaker makes frames wait for the API, not fail."""
+    port = _free_port()
+    client = RoboflowClient(Target.model("shapes/1", api_url=f"http://127.0.0.1:{port}"))
+    config = SenderConfig(
+        max_in_flight=2,
+        max_retries=0,
+        breaker_failures=2,
+        breaker_cooldown=0.3,
+        rate_limit=None,
+        submit_timeout=30,
+    )
+    pool = SenderPool(client, config)
+    pools.append(pool.start())
+    assert all(r.status is Status.FAILED for r in _results(pool, 2))  # refused: breaker opens
+    assert pool.breaker.state is BreakerState.OPEN
+    waiting = [pool.submit(_frame(i)) for i in (2, 3)]
+    time.sleep(1.0)
+    assert not any(f.done() for f in waiting)  # neither failed nor sent: waiting
+    with ServerThread(ServerConfig(port=port)):
+        results = [f.result(timeout=5) for f in waiting]
+    assert [r.status for r in results] == [Status.OK, Status.OK]
 
 
 def test_breaker_half_open_lets_one_probe() -> None:
@@ -284,7 +310,7 @@ def test_the_key_never_leaks_from_the_pool(
     texts: list[str] = []
     for url in (guarded.url, failing.url, f"http://127.0.0.1:{_free_port()}"):
         pool = _pool(url, max_retries=1, backoff_base=0.01)
-        for result in _results(pool, 2):
+        for result in _results(pool, 2, deadline=time.monotonic() + 10):
             assert result.status is Status.FAILED
             texts.append(str(result.reason))
             texts.append(repr(result))

@@ -1,0 +1,286 @@
+"""Faults while running: the API dies and returns, a camera flaps, a file is corrupt,
+signals at awkward moments, and the key never shows up anywhere."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from streamer.client import RoboflowClient, Target
+from streamer.pipeline import Pipeline, PipelineSettings
+from streamer.sender import SenderConfig
+from streamer.server import FaultConfig, ServerConfig, ServerThread
+from streamer.sources import open_source
+from streamer.synth import Scene, write_video
+from tests.helpers import ServerFactory
+
+STREAMER = [sys.executable, "-m", "streamer.cli"]
+KEY = "rf_RELIABILITYCANARY_77aa88bb99"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("reliability") / "clip.mp4"
+    write_video(path, Scene(width=640, height=360, fps=30, objects=3, seed=5), seconds=6)
+    return path
+
+
+def test_recorded_run_survives_the_api_dying_and_coming_back(clip: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    faults = FaultConfig(latency_ms=30)
+    server = ServerThread(ServerConfig(port=port, faults=faults)).start()
+    jsonl, out = tmp_path / "out.jsonl", tmp_path / "out.mp4"
+    process = subprocess.Popen(
+        [
+            *STREAMER,
+            "run",
+            str(clip),
+            "--api-url",
+            f"http://127.0.0.1:{port}",
+            "--model",
+            "shapes/1",
+            "--max-in-flight",
+            "2",
+            "--jsonl",
+            str(jsonl),
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        server.stop()  # the API dies mid-run ...
+        time.sleep(2.0)
+        server = ServerThread(ServerConfig(port=port, faults=faults)).start()  # ... and comes back
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        server.stop()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    records = _records(jsonl)
+    assert [r["frame_index"] for r in records] == list(range(180))  # every frame, once, in order
+    statuses = [r["status"] for r in records]
+    assert all(s in ("ok", "predicted") or s.startswith("failed: ") for s in statuses)
+    failed = [s for s in statuses if s.startswith("failed: ")]
+    assert len(failed) < 20, failed  # only frames in flight when it died; the rest waited
+    assert statuses[-1] == "ok"  # it carried on after the API came back
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 180
+
+
+def test_live_run_recovers_within_two_seconds_of_the_api(tmp_path: Path) -> None:
+    port = _free_port()
+    server = ServerThread(ServerConfig(port=port, faults=FaultConfig(latency_ms=50))).start()
+    outputs: list[tuple[float, str, float]] = []
+
+    def on_prediction(output: Any, detections: Any) -> None:
+        now = time.monotonic()
+        outputs.append((now, output.record["status"], now - output.frame.captured_at))
+
+    settings = PipelineSettings(
+        live=True, sender=SenderConfig(max_in_flight=4, rate_limit=None, deadline=1.0)
+    )
+    client = RoboflowClient(
+        Target.model("shapes/1", api_url=f"http://127.0.0.1:{port}"), timeout=2.0
+    )
+    source = open_source("synthetic:?size=320x240&fps=30")
+    try:
+        with client, Pipeline(source, client, settings, on_prediction=on_prediction):
+            time.sleep(1.5)
+            server.stop()
+            down_at = time.monotonic()
+            time.sleep(2.0)
+            server = ServerThread(
+                ServerConfig(port=port, faults=FaultConfig(latency_ms=50))
+            ).start()
+            back_at = time.monotonic()
+            time.sleep(3.0)
+    finally:
+        server.stop()
+    during = [o for o in outputs if down_at + 0.2 < o[0] < back_at]
+    assert during, "failures are shown while the API is down"
+    assert all(o[1] != "ok" for o in during)
+    assert max(o[2] for o in during) < 1.5  # result age stays bounded during the fault
+    first_ok = next(o[0] for o in outputs if o[0] > back_at and o[1] == "ok")
+    assert first_ok - back_at < 2.0
+    after = [o for o in outputs if o[0] > back_at + 2.0]
+    assert after
+    assert all(o[1] == "ok" for o in after)
+    assert max(o[2] for o in after) < 0.3  # back to normal: 50 ms round trips
+
+
+def test_corrupt_packets_are_skipped_and_the_run_goes_on(clip: Path, tmp_path: Path) -> None:
+    ts = tmp_path / "clip.ts"
+    with av.open(str(clip)) as source, av.open(str(ts), "w", format="mpegts") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            target.mux(packet)
+    data = bytearray(ts.read_bytes())
+    for offset in range(len(data) // 4, len(data) * 3 // 4, 9000):  # garbage in the middle
+        data[offset : offset + 400] = bytes(400)
+    corrupt = tmp_path / "corrupt.ts"
+    corrupt.write_bytes(bytes(data))
+    jsonl = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        [
+            *STREAMER,
+            "run",
+            str(corrupt),
+            "--model",
+            "shapes/1",
+            "--jsonl",
+            str(jsonl),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    records = _records(jsonl)
+    assert 90 <= len(records) <= 180  # most frames decode; the damaged ones are skipped
+    assert [r["frame_index"] for r in records] == list(range(len(records)))
+
+
+def test_sigint_at_start_up_is_clean(clip: Path) -> None:
+    process = subprocess.Popen(
+        [*STREAMER, "run", str(clip), "--model", "shapes/1", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.8)  # imports and the embedded server starting
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode in (130, 0), stderr  # 0 only if it had already finished
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/python3").exists(), reason="no system python for the RTSP server"
+)
+def test_sigterm_while_reconnecting_stops_within_two_seconds(tmp_path: Path) -> None:
+    port = _free_port()  # nothing listens: the source keeps reconnecting
+    process = subprocess.Popen(
+        [
+            *STREAMER,
+            "run",
+            f"rtsp://127.0.0.1:{port}/stream",
+            "--model",
+            "shapes/1",
+            "--jsonl",
+            str(tmp_path / "x.jsonl"),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3.0)
+    assert process.poll() is None  # still trying, not given up
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=10)
+    assert time.monotonic() - started < 2.0 + 0.5
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+
+
+def test_threads_end_when_the_pipeline_closes(clip: Path, start_server: ServerFactory) -> None:
+    server = start_server(FaultConfig(latency_ms=100))
+    before = {t.name for t in threading.enumerate()}
+    client = RoboflowClient(Target.model("shapes/1", api_url=server.url))
+    pipeline = Pipeline(open_source(str(clip)), client, PipelineSettings(live=False)).start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    pipeline.close()
+    client.close()
+    assert time.monotonic() - started < 2.0
+    time.sleep(0.1)
+    leftover = {t.name for t in threading.enumerate() if t.is_alive()} - before
+    assert not {name for name in leftover if name.startswith("streamer-")}, leftover
+
+
+def test_the_key_appears_in_no_log_output_or_record(
+    clip: Path, start_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = start_server(FaultConfig(error_rate=0.3, seed=3), api_key=KEY)
+    out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    done = subprocess.run(
+        [
+            *STREAMER,
+            "--debug",
+            "run",
+            str(clip),
+            "--api-url",
+            server.url,
+            "--model",
+            "shapes/1",
+            "--api-key",
+            KEY,
+            "--max-retries",
+            "0",
+            "--output",
+            str(out),
+            "--jsonl",
+            str(jsonl),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "api_key=***" in done.stderr  # --debug logs every request URL, masked
+    wrong = subprocess.run(  # a rejected key: the one-line error must not quote it either
+        [
+            *STREAMER,
+            "run",
+            str(clip),
+            "--api-url",
+            server.url,
+            "--model",
+            "shapes/1",
+            "--api-key",
+            "x" + KEY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert wrong.returncode == 4
+    everything = [done.stdout, done.stderr, wrong.stdout, wrong.stderr, jsonl.read_text()]
+    for text in everything:
+        assert KEY not in text
+    assert KEY.encode() not in out.read_bytes()
