@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from streamer.server.runner import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("STREAMER_SHARED_DIR", REPO.parent / "shared"))
@@ -199,44 +200,6 @@ def _sdk(
     )
 
 
-class Server:
-    def __init__(self, latency_ms: int) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        command = [
-            sys.executable,
-            "-m",
-            "streamer.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--latency-ms",
-            str(latency_ms),
-        ]
-        self.process = subprocess.Popen(
-            [*command, "--models-dir", str(SHARED / "models")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{self.url}/health", timeout=1)
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("server did not start") from None
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -296,7 +259,7 @@ def run_live(
         sources.append(("walking clip (live)", str(WALKING), str(WALKING), "coco/1", 25.0))
     rows = []
     for latency in latencies:
-        server = Server(latency)
+        server = ServerProcess("--latency-ms", str(latency), "--models-dir", str(SHARED / "models"))
         try:
             for label, uri, file, model, fps in sources:
                 for n in in_flights:
@@ -341,7 +304,7 @@ def run_recorded(
         clips.append(("walking 720p", str(WALKING), "coco/1"))
     rows = []
     for latency in latencies:
-        server = Server(latency)
+        server = ServerProcess("--latency-ms", str(latency), "--models-dir", str(SHARED / "models"))
         try:
             for label, clip, model in clips:
                 if quick and model == "coco/1":

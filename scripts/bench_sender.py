@@ -15,46 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from streamer.client import RoboflowClient, Target
 from streamer.frames import Frame
 from streamer.sender import SenderConfig, SenderPool
+from streamer.server.runner import ServerProcess
 from streamer.synth import Scene
 
 REPO = Path(__file__).resolve().parent.parent
 SDK_PYTHON = REPO / ".venv-sdk" / "bin" / "python"
 MODEL = "shapes/1"
-
-
-def _start_server(latency_ms: int) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    command = [sys.executable, "-m", "streamer.cli", "serve", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--latency-ms", str(latency_ms)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return server, url
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise SystemExit("server did not start") from None
-            time.sleep(0.1)
 
 
 def _streamer_rate(url: str, in_flight: int, seconds: float) -> float:
@@ -119,8 +94,8 @@ def main() -> int:
     seconds = 2.0 if args.quick else args.seconds
     rows = []
     for latency_ms in latencies:
-        server, url = _start_server(latency_ms)
-        try:
+        with ServerProcess("--latency-ms", str(latency_ms)) as server:
+            url = server.url
             sdk_loop = _sdk_rate(url, 0, seconds)
             for n in in_flights:
                 ideal = n / (latency_ms / 1000)
@@ -138,9 +113,6 @@ def main() -> int:
                         "sdk_concurrent_per_s": sdk_concurrent,
                     }
                 )
-        finally:
-            server.terminate()
-            server.wait(10)
     print(f"\nshapes/1 on `streamer serve --latency-ms L`, {seconds:g} s per cell, requests/s\n")
     print(
         "| L ms | N | ideal N/L | streamer | streamer/ideal | SDK loop | streamer/SDK loop "

@@ -17,7 +17,6 @@ import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ import numpy as np
 
 from streamer.server.decode import decode_image_bytes
 from streamer.server.models import InferenceParams, Model, builtin_registry
+from streamer.server.runner import ServerProcess
 from streamer.synth import Scene
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,27 +67,6 @@ def _hammer(call: Callable[[], None], threads: int, seconds: float) -> list[floa
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
-
-
-def _start_server(models_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "streamer.cli", "serve", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--models-dir", str(models_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return server, url
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise SystemExit("server did not start") from None
-            time.sleep(0.1)
 
 
 def _measure(
@@ -174,16 +153,14 @@ def main() -> int:
         )
 
     registry = builtin_registry(args.models_dir)
-    server, url = _start_server(args.models_dir)
-    try:
+    with ServerProcess("--models-dir", str(args.models_dir)) as server:
         rows = [
-            _measure(url, registry.get(model_id), model_id, jpeg, threads=threads, seconds=seconds)
+            _measure(
+                server.url, registry.get(model_id), model_id, jpeg, threads=threads, seconds=seconds
+            )
             for model_id, jpeg in cases
             for threads in args.concurrency
         ]
-    finally:
-        server.terminate()
-        server.wait(10)
     _print_table(rows, seconds)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

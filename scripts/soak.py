@@ -14,9 +14,7 @@ import argparse
 import csv
 import os
 import resource
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from streamer.client import RoboflowClient, Target
 from streamer.pipeline import Pipeline, PipelineSettings
 from streamer.run import tune_threads
 from streamer.sender import SenderConfig
+from streamer.server.runner import ServerProcess
 from streamer.sinks import JsonLinesSink
 from streamer.sources import open_source
 
@@ -46,29 +43,6 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _server(latency_ms: int) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "streamer.cli", "serve", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--latency-ms", str(latency_ms)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return process, url
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit("server did not start") from None
-            time.sleep(0.1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -79,7 +53,8 @@ def main() -> int:
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     tune_threads()
-    server, url = _server(args.latency_ms)
+    server = ServerProcess("--latency-ms", str(args.latency_ms))
+    url = server.url
     ages: list[float] = []
     lock = threading.Lock()
 
@@ -129,8 +104,7 @@ def main() -> int:
                     rows.append(row)
                     print(", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     finally:
-        server.terminate()
-        server.wait(10)
+        server.close()
     with args.csv.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

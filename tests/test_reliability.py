@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 
 from streamer.client import RoboflowClient, Target
@@ -284,3 +285,69 @@ def test_the_key_appears_in_no_log_output_or_record(
     for text in everything:
         assert KEY not in text
     assert KEY.encode() not in out.read_bytes()
+
+
+def test_webhooks_verify_tls(tmp_path: Path) -> None:
+    """A webhook with a self-signed certificate is refused, counted, and never stalls the run."""
+    import http.server
+    import shutil
+    import ssl
+
+    from streamer.frames import Frame
+    from streamer.sinks import Output, WebhookSink
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    received: list[bytes] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="test-tls-hook", daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{httpd.server_address[1]}/hook"
+        sink = WebhookSink(url, batch_size=1, retries=0)
+        frame = Frame(image=np.zeros((4, 4, 3), np.uint8), index=0)
+        started = time.monotonic()
+        sink.write(Output(frame=frame, image=None, record={"frame_index": 0}))
+        sink.close()
+        assert time.monotonic() - started < 10
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+        httpd.server_close()
+    assert received == []  # the certificate was not trusted, nothing was sent
+    assert sink.dropped == 1

@@ -145,6 +145,19 @@ def test_server_killed_then_back_reconnects_within_2s(rtsp: RtspServer) -> None:
     assert states.count(SourceState.STREAMING) == 2
 
 
+def test_five_restarts_in_one_run(rtsp: RtspServer) -> None:
+    with _capture(rtsp.url, []) as capture:
+        assert _fresh_frame(capture)
+        for restart in range(5):
+            rtsp.kill()
+            _wait_for(lambda: capture.state is not SourceState.STREAMING, timeout=5)
+            rtsp.start()
+            took = _wait_for(lambda: capture.state is SourceState.STREAMING, timeout=5)
+            assert took < 2.0, f"restart {restart + 1}: {took:.2f} s"
+            assert _fresh_frame(capture, timeout=1)
+        assert capture.metrics().reconnects >= 5
+
+
 def test_hung_server_is_detected_within_the_stall_timeout(rtsp: RtspServer) -> None:
     events: list[StateEvent] = []
     with _capture(rtsp.url, events, stall=1.0) as capture:

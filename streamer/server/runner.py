@@ -19,7 +19,7 @@ from streamer.redaction import install_log_redaction
 from streamer.server.app import InferenceService, ServerConfig, create_app
 from streamer.server.models import ModelRegistry
 
-__all__ = ["ServerThread", "serve"]
+__all__ = ["ServerProcess", "ServerThread", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +136,61 @@ def serve(config: ServerConfig, *, access_log: bool = False) -> None:
     finally:
         service.close()
         sock.close()
+
+
+class ServerProcess:
+    """``streamer serve`` in a child process (its own GIL and CPU), on a free port.
+
+    For benchmarks and soak runs, where the client's CPU must be measured apart::
+
+        with ServerProcess("--latency-ms", "200") as server:
+            print(server.url)
+    """
+
+    def __init__(self, *serve_args: str, start_timeout: float = 30.0) -> None:
+        import subprocess
+        import sys
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "streamer.cli", "serve", "--port", str(port), *serve_args]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self._wait_healthy(start_timeout)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(f"{self.url}/health", timeout=1)
+                return
+            except httpx.TransportError as exc:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise StreamerError(f"streamer serve did not start at {self.url}") from exc
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(_STOP_TIMEOUT_S)
+            except Exception:
+                self.process.kill()
+                self.process.wait(_STOP_TIMEOUT_S)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
