@@ -312,7 +312,7 @@ class Pipeline:
                     if result is None and item.future is not None:
                         break  # stopping
                     self._emit(item.frame, result, tracking, renderer)
-                if self.error is not None and isinstance(self.error, _FATAL):
+                if isinstance(self.error, _FATAL):
                     self._stop.set()
                     break
         except Exception:
@@ -355,7 +355,7 @@ class Pipeline:
             detections = tracking.update(prediction.detections, timestamp)
         else:
             detections = tracking.predict(timestamp)
-        if result is not None and result.error is not None and isinstance(result.error, _FATAL):
+        if result is not None and isinstance(result.error, _FATAL):
             self.error = self.error or result.error
         self._count(result, status)
         image = None

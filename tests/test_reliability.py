@@ -351,3 +351,75 @@ def test_webhooks_verify_tls(tmp_path: Path) -> None:
         httpd.server_close()
     assert received == []  # the certificate was not trusted, nothing was sent
     assert sink.dropped == 1
+
+
+def test_recorded_run_through_429_storms_and_hanging_requests(
+    clip: Path, start_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = start_server(
+        FaultConfig(rate_limit=40, burst=4, hang_rate=0.05, latency_ms=20, seed=9)
+    )
+    jsonl = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        [
+            *STREAMER,
+            "run",
+            str(clip),
+            "--api-url",
+            server.url,
+            "--model",
+            "shapes/1",
+            "--request-timeout",
+            "1",
+            "--rate-limit",
+            "40",
+            "--jsonl",
+            str(jsonl),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    records = _records(jsonl)
+    assert [r["frame_index"] for r in records] == list(range(180))  # all, once, in order
+    statuses = [r["status"] for r in records]
+    assert all(s == "ok" or s.startswith("failed: ") for s in statuses)
+    assert statuses.count("ok") >= 170  # 429s waited out (Retry-After), hangs retried after 1 s
+
+
+def test_plan_error_exits_4_with_a_hint(clip: Path) -> None:
+    import http.server
+
+    from tests.test_client import _EdgeHandler
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EdgeHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="test-edge-402", daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(
+            [
+                *STREAMER,
+                "run",
+                str(clip),
+                "--api-url",
+                f"http://127.0.0.1:{httpd.server_address[1]}",
+                "--model",
+                "plan/1",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+        httpd.server_close()
+    assert done.returncode == 4
+    assert "402" in done.stderr
+    assert "v2 API" in done.stderr
+    assert "Traceback" not in done.stderr
