@@ -249,10 +249,16 @@ class Prediction:
         ).reshape(-1, height, width)
 
 
+_LARGEST = 1e7  # pixels or scores beyond this are nonsense, and overflow float32
+
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadResponse(f"{what} is not a number: {value!r:.40}")
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > _LARGEST:
+        raise BadResponse(f"{what} is out of range: {value!r:.40}")
+    return number
 
 
 def parse_predictions(payload: Any, *, scale_x: float = 1.0, scale_y: float = 1.0) -> Prediction:
