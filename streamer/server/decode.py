@@ -111,7 +111,7 @@ def parse_params(
     else:
         try:
             max_detections = int(max_raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise BadRequest(f"max_detections must be an integer, got {max_raw!r}") from exc
         if not 0 <= max_detections <= 10_000:
             raise BadRequest(f"max_detections must be between 0 and 10000, got {max_raw!r}")
