@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,3 +51,10 @@ def corners(prediction: dict[str, float]) -> tuple[float, float, float, float]:
     """x1, y1, x2, y2 of a center-based Roboflow prediction."""
     x, y, w, h = prediction["x"], prediction["y"], prediction["width"], prediction["height"]
     return (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bound and released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -14,7 +14,7 @@ import pytest
 
 from streamer import __version__
 from streamer.synth import Scene
-from tests.helpers import FORM, b64, jpeg_bytes
+from tests.helpers import FORM, b64, free_port, jpeg_bytes
 
 STREAMER = [sys.executable, "-m", "streamer.cli"]
 
@@ -23,12 +23,6 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*STREAMER, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_version_and_help() -> None:
@@ -106,7 +100,7 @@ def test_synth_writes_video_and_truth(tmp_path: Path) -> None:
 
 
 def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     key = "rf_TESTKEY_0123456789abcdef"
     process = subprocess.Popen(
         [

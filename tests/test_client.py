@@ -28,7 +28,7 @@ from streamer.errors import (
 )
 from streamer.server import FaultConfig, ServerThread
 from streamer.synth import Scene
-from tests.helpers import ServerFactory, iou
+from tests.helpers import ServerFactory, free_port, iou
 
 KEY = "rf_LEAKCANARY_9f8e7d6c5b4a"
 
@@ -186,14 +186,6 @@ def edge_server() -> Iterator[str]:
     httpd.server_close()
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_every_error_path_is_typed_and_never_leaks_the_key(
     start_server: ServerFactory, edge_server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -208,7 +200,7 @@ def test_every_error_path_is_typed_and_never_leaks_the_key(
         (Target.model("nope/1", api_url=plain.url), ModelNotFound),
         (Target.model("shapes/1", api_url=failing.url), ServerError),
         (Target.model("shapes/1", api_url=hanging.url), InferenceTimeout),
-        (Target.model("shapes/1", api_url=f"http://127.0.0.1:{_closed_port()}"), ConnectionFailed),
+        (Target.model("shapes/1", api_url=f"http://127.0.0.1:{free_port()}"), ConnectionFailed),
         (Target.model("plan/1", api_url=edge_server), PlanError),
         (Target.model("echo/1", api_url=edge_server), ServerError),
         (Target.model("json/1", api_url=edge_server), BadResponse),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,16 +22,10 @@ from streamer.sender import SenderConfig
 from streamer.server import FaultConfig, ServerConfig, ServerThread
 from streamer.sources import open_source
 from streamer.synth import Scene, write_video
-from tests.helpers import ServerFactory
+from tests.helpers import ServerFactory, free_port
 
 STREAMER = [sys.executable, "-m", "streamer.cli"]
 KEY = "rf_RELIABILITYCANARY_77aa88bb99"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -47,7 +40,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_recorded_run_survives_the_api_dying_and_coming_back(clip: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     faults = FaultConfig(latency_ms=30)
     server = ServerThread(ServerConfig(port=port, faults=faults)).start()
     jsonl, out = tmp_path / "out.jsonl", tmp_path / "out.mp4"
@@ -95,7 +88,7 @@ def test_recorded_run_survives_the_api_dying_and_coming_back(clip: Path, tmp_pat
 
 
 def test_live_run_recovers_within_two_seconds_of_the_api(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = ServerThread(ServerConfig(port=port, faults=FaultConfig(latency_ms=50))).start()
     outputs: list[tuple[float, str, float]] = []
 
@@ -191,7 +184,7 @@ def test_sigint_at_start_up_is_clean(clip: Path) -> None:
     not Path("/usr/bin/python3").exists(), reason="no system python for the RTSP server"
 )
 def test_sigterm_while_reconnecting_stops_within_two_seconds(tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens: the source keeps reconnecting
+    port = free_port()  # nothing listens: the source keeps reconnecting
     process = subprocess.Popen(
         [
             *STREAMER,

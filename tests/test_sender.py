@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from streamer.sender import (
 )
 from streamer.server import FaultConfig, ServerConfig, ServerThread
 from streamer.synth import Scene
-from tests.helpers import ServerFactory
+from tests.helpers import ServerFactory, free_port
 
 KEY = "rf_SENDERCANARY_0a1b2c3d4e"
 IMAGE = Scene(width=320, height=240, objects=2, seed=1).render(0)
@@ -208,14 +207,8 @@ def test_errors_near_the_deadline_go_stale_instead_of_retrying(
     assert 1 <= result.timings.attempts <= 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_breaker_opens_and_closes(pools: list[SenderPool]) -> None:
-    port = _free_port()
+    port = free_port()
     changes: list[BreakerState] = []
     client = RoboflowClient(Target.model("shapes/1", api_url=f"http://127.0.0.1:{port}"))
     config = SenderConfig(
@@ -246,7 +239,7 @@ def test_breaker_opens_and_closes(pools: list[SenderPool]) -> None:
 
 def test_frames_without_deadline_wait_out_an_outage(pools: list[SenderPool]) -> None:
     """Recorded video: an open breaker makes frames wait for the API, not fail."""
-    port = _free_port()
+    port = free_port()
     client = RoboflowClient(Target.model("shapes/1", api_url=f"http://127.0.0.1:{port}"))
     config = SenderConfig(
         max_in_flight=2,
@@ -309,7 +302,7 @@ def test_the_key_never_leaks_from_the_pool(
     guarded = start_server(api_key="other")
     failing = start_server(FaultConfig(error_rate=1.0))
     texts: list[str] = []
-    for url in (guarded.url, failing.url, f"http://127.0.0.1:{_free_port()}"):
+    for url in (guarded.url, failing.url, f"http://127.0.0.1:{free_port()}"):
         pool = _pool(url, max_retries=1, backoff_base=0.01)
         for result in _results(pool, 2, deadline=time.monotonic() + 10):
             assert result.status is Status.FAILED
