@@ -222,7 +222,14 @@ def test_threads_end_when_the_pipeline_closes(clip: Path, start_server: ServerFa
     assert time.monotonic() - started < 2.0
     time.sleep(0.1)
     leftover = {t.name for t in threading.enumerate() if t.is_alive()} - before
-    assert not {name for name in leftover if name.startswith("streamer-")}, leftover
+    pipeline_threads = (
+        "streamer-feed",
+        "streamer-render",
+        "streamer-capture",
+        "streamer-sender",
+        "streamer-sink",
+    )
+    assert not {name for name in leftover if name.startswith(pipeline_threads)}, leftover
 
 
 def test_the_key_appears_in_no_log_output_or_record(
