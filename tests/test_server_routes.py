@@ -69,7 +69,7 @@ def test_body_formats_give_the_same_answer(client: httpx.Client, scene: Scene) -
     data = jpeg_bytes(image)
     as_base64 = client.post("/shapes/1", content=b64(data), headers=FORM).json()
     as_upload = client.post("/shapes/1", files={"file": ("frame.jpg", data, "image/jpeg")}).json()
-    as_raw = client.post("/shapes/1", content=data, headers={"Content-Type": "image/jpeg"}).json()
+    raw = client.post("/shapes/1", content=data, headers={"Content-Type": "image/jpeg"})
     as_data_uri = client.post(
         "/shapes/1", content=b"data:image/jpeg;base64," + b64(data), headers=FORM
     ).json()
@@ -79,7 +79,10 @@ def test_body_formats_give_the_same_answer(client: httpx.Client, scene: Scene) -
             (p["class"], p["x"], p["y"], p["width"], p["height"]) for p in body["predictions"]
         )
 
-    assert boxes(as_base64) == boxes(as_upload) == boxes(as_raw) == boxes(as_data_uri)
+    assert boxes(as_base64) == boxes(as_upload) == boxes(as_data_uri)
+    # raw bytes are refused, as Roboflow's own server refuses them
+    assert raw.status_code == 400
+    assert "raw bytes instead of a base64-encoded string" in raw.json()["message"]
     assert len(as_base64["predictions"]) == len(scene.truth(5))
 
 
@@ -249,7 +252,7 @@ def test_unknown_model_is_404(client: httpx.Client, scene: Scene) -> None:
         (b"not base64 at all!!", FORM, "base64"),
         (b64(b"GIF89a but not an image really"), FORM, "decode"),
         (b"", FORM, "empty"),
-        (b"\x89PNG\r\n\x1a\n", {"Content-Type": "image/png"}, "decode"),
+        (b"\x89PNG\r\n\x1a\n", {"Content-Type": "image/png"}, "raw bytes"),
     ],
 )
 def test_undecodable_images_are_400(
@@ -296,8 +299,9 @@ def test_decompression_bomb_is_refused(client: httpx.Client) -> None:
     data = bytearray(png.tobytes())
     data[16:20] = (100_000).to_bytes(4, "big")
     data[20:24] = (100_000).to_bytes(4, "big")
-    response = client.post("/shapes/1", content=bytes(data), headers={"Content-Type": "image/png"})
+    response = client.post("/shapes/1", content=b64(bytes(data)), headers=FORM)
     assert response.status_code == 400
+    assert "larger than" in response.json()["message"]
 
 
 def test_api_key_required_when_configured(start_server: ServerFactory, scene: Scene) -> None:

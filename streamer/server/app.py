@@ -321,7 +321,7 @@ async def _model_route(request: Request, service: InferenceService) -> Response:
 async def _image_from_body(request: Request, body: bytes, service: InferenceService) -> Image:
     content_type = request.headers.get("content-type", "").lower()
     if not content_type:
-        raise BadRequest("Content-Type header is required")
+        raise BadRequest("Content-Type header not provided with request.")
     loop = asyncio.get_running_loop()
     if content_type.startswith("multipart/form-data"):
         try:
@@ -333,8 +333,7 @@ async def _image_from_body(request: Request, body: bytes, service: InferenceServ
             raise BadRequest("multipart upload needs a 'file' field")
         data = await upload.read()
         return await loop.run_in_executor(service.executor, decode_image_bytes, data)
-    if content_type.startswith("image/"):
-        return await loop.run_in_executor(service.executor, decode_image_bytes, body)
+    # Like Roboflow's server, any other type is base64 text (raw image bytes get a 400).
     return await loop.run_in_executor(service.executor, decode_base64_image, body)
 
 

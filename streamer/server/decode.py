@@ -24,6 +24,11 @@ __all__ = ["MAX_PIXELS", "BadRequest", "decode_base64_image", "decode_image_byte
 MAX_PIXELS = 7680 * 4320
 
 
+# Roboflow's server words image errors this way; clients may match on it.
+_CANNOT_LOAD = "Could not load input image. Cause: "
+_RAW_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"RIFF", b"GIF8")
+
+
 class BadRequest(ValueError):
     """The request cannot be served as sent (answer 400)."""
 
@@ -31,14 +36,16 @@ class BadRequest(ValueError):
 def decode_image_bytes(data: bytes) -> Image:
     """Decode JPEG/PNG/... bytes into a BGR image."""
     if not data:
-        raise BadRequest("empty image")
+        raise BadRequest(f"{_CANNOT_LOAD}empty image")
     buffer = np.frombuffer(data, dtype=np.uint8)
     header_ok = _check_declared_size(data)
     if not header_ok:
-        raise BadRequest(f"image is larger than {MAX_PIXELS} pixels")
+        raise BadRequest(f"{_CANNOT_LOAD}image is larger than {MAX_PIXELS} pixels")
     image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
-        raise BadRequest("could not decode the image: not a JPEG, PNG, BMP or WebP file")
+        raise BadRequest(
+            f"{_CANNOT_LOAD}could not decode the image: not a JPEG, PNG, BMP or WebP file"
+        )
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -54,10 +61,16 @@ def _check_declared_size(data: bytes) -> bool:
 def decode_base64_image(text: str | bytes) -> Image:
     """Decode a base64 image as clients send it: raw, data-URI, or form-encoded."""
     if isinstance(text, bytes):
+        if text.startswith(_RAW_IMAGE_MAGIC):
+            # as Roboflow's server answers: the model route takes base64 only
+            raise BadRequest(
+                f"{_CANNOT_LOAD}Invalid base64 input: the image payload contains raw bytes instead "
+                "of a base64-encoded string. Please base64-encode the image before sending."
+            )
         try:
             text = text.decode("ascii")
         except UnicodeDecodeError as exc:
-            raise BadRequest("body is not base64 text") from exc
+            raise BadRequest(f"{_CANNOT_LOAD}Malformed base64 input image (not text)") from exc
     text = text.strip()
     if text.startswith("data:"):
         _, _, text = text.partition(",")
@@ -68,7 +81,7 @@ def decode_base64_image(text: str | bytes) -> Image:
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise BadRequest("body is not valid base64") from exc
+        raise BadRequest(f"{_CANNOT_LOAD}Malformed base64 input image.") from exc
     return decode_image_bytes(data)
 
 
