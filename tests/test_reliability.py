@@ -423,3 +423,61 @@ def test_plan_error_exits_4_with_a_hint(clip: Path) -> None:
     assert "402" in done.stderr
     assert "v2 API" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        FaultConfig(latency_ms=300, jitter_ms=250, seed=1),  # latency spikes
+        FaultConfig(latency_ms=50, error_rate=0.2, seed=2),  # 20% 500s
+        FaultConfig(latency_ms=50, rate_limit=5, burst=1),  # a 429 storm with Retry-After
+        FaultConfig(latency_ms=50, hang_rate=0.2, seed=3),  # hanging requests
+    ],
+    ids=["latency-spikes", "errors", "429-storm", "hangs"],
+)
+def test_live_result_age_stays_bounded_through_api_faults(fault: FaultConfig) -> None:
+    port = free_port()
+    server = ServerThread(ServerConfig(port=port, faults=fault)).start()
+    outputs: list[tuple[float, str, float]] = []
+
+    def on_prediction(output: Any, detections: Any) -> None:
+        now = time.monotonic()
+        outputs.append((now, output.record["status"], now - output.frame.captured_at))
+
+    deadline = 1.0
+    settings = PipelineSettings(
+        live=True,
+        sender=SenderConfig(
+            max_in_flight=4, rate_limit=None, deadline=deadline, request_timeout=2.0
+        ),
+    )
+    client = RoboflowClient(
+        Target.model("shapes/1", api_url=f"http://127.0.0.1:{port}"), timeout=2.0
+    )
+    try:
+        with (
+            client,
+            Pipeline(
+                open_source("synthetic:?size=320x240&fps=30"),
+                client,
+                settings,
+                on_prediction=on_prediction,
+            ),
+        ):
+            time.sleep(3.0)  # the fault
+            server.stop()
+            server = ServerThread(
+                ServerConfig(port=port, faults=FaultConfig(latency_ms=50))
+            ).start()
+            healthy_at = time.monotonic()
+            time.sleep(3.0)
+    finally:
+        server.stop()
+    during = [o for o in outputs if o[0] < healthy_at]
+    assert during
+    # whatever is shown during the fault is never older than the deadline allows
+    assert max(o[2] for o in during) < deadline + 0.3
+    settled = [o for o in outputs if o[0] > healthy_at + 2.0]
+    assert settled, "results again within 2 s of the fault ending"
+    assert all(o[1] == "ok" for o in settled)
+    assert max(o[2] for o in settled) < 0.3
