@@ -103,7 +103,8 @@ def locate_weights(weights: Weights, models_dir: Path, *, download: bool = False
         if not download:
             raise ModelError(
                 f"weights {weights.filename} not found in {models_dir} "
-                f"(set --models-dir or {MODELS_DIR_ENV}, or allow downloading)"
+                f"(set --models-dir or {MODELS_DIR_ENV}; with internet, "
+                "`streamer serve --download-weights` fetches them)"
             )
         _download(weights, path)
     actual = _sha256(path)
