@@ -183,7 +183,10 @@ def test_sigint_at_start_up_is_clean(clip: Path) -> None:
 @pytest.mark.skipif(
     not Path("/usr/bin/python3").exists(), reason="no system python for the RTSP server"
 )
-def test_sigterm_while_reconnecting_stops_within_two_seconds(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_reconnecting_stops_within_two_seconds(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
     port = free_port()  # nothing listens: the source keeps reconnecting
     process = subprocess.Popen(
         [
@@ -203,10 +206,10 @@ def test_sigterm_while_reconnecting_stops_within_two_seconds(tmp_path: Path) -> 
     time.sleep(3.0)
     assert process.poll() is None  # still trying, not given up
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=10)
     assert time.monotonic() - started < 2.0 + 0.5
-    assert process.returncode == 143, stderr
+    assert process.returncode == code, stderr
     assert "Traceback" not in stderr
 
 
