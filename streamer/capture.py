@@ -212,6 +212,11 @@ class CaptureThread:
         return self._state
 
     @property
+    def declared_fps(self) -> float | None:
+        """The stream's own frame rate, once connected (read on every output frame)."""
+        return self._declared_fps
+
+    @property
     def finished(self) -> bool:
         """The source ended or failed and every frame it produced was read."""
         return self._done.is_set() and self._fifo.empty()

@@ -1,4 +1,4 @@
-"""The ``streamer`` command: ``serve``, ``synth`` and ``demo``."""
+"""The ``streamer`` command: ``run``, ``serve``, ``synth`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from streamer import __version__
 from streamer.errors import ConfigError, StreamerError, redact
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +289,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     import cv2
+    import httpx
 
     from streamer.server import ServerConfig, ServerThread
     from streamer.synth import Scene
@@ -347,6 +350,13 @@ def _demo_image(client: httpx.Client, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the command installed its own handling
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = args.command == "run" and not args.debug  # the progress line tells the state

@@ -255,7 +255,7 @@ class Pipeline:
             self._put(_END, force=True)
 
     def _hold_limit(self) -> float:
-        fps = self.capture.metrics().declared_fps or 30.0
+        fps = self.capture.declared_fps or 30.0
         return 0.5 / fps
 
     def _submit_waiting(self, frame: Frame) -> Future[Result] | None:
@@ -302,7 +302,7 @@ class Pipeline:
                 if item is _END:
                     break
                 if tracking is None or renderer is None:
-                    fps = self.capture.metrics().declared_fps or 30.0
+                    fps = self.capture.declared_fps or 30.0
                     tracking = Tracking(fps, self.settings.tracker)
                     renderer = Renderer(self.settings.render, fps=fps)
                 if isinstance(item, Result):
@@ -378,7 +378,7 @@ class Pipeline:
             classification=prediction.classification if prediction is not None else None,
         )
         output = Output(
-            frame=frame, image=image, record=record, source_fps=self.capture.metrics().declared_fps
+            frame=frame, image=image, record=record, source_fps=self.capture.declared_fps
         )
         for worker in self._sinks:
             worker.put(output)
