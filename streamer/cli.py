@@ -1,24 +1,18 @@
-"""The ``streamer`` command: ``run``, ``serve``, ``synth`` and ``demo``."""
+"""The ``streamer`` command: ``run``, ``serve`` and ``synth``."""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import ipaddress
 import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from streamer import __version__
 from streamer.errors import ConfigError, StreamerError, redact
-
-if TYPE_CHECKING:
-    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_parser(commands)
 
-    demo = commands.add_parser(
-        "demo",
-        help="start the embedded server and show detections (no API key, no network)",
-        description="Start the local server in-process, send synthetic frames to shapes/1 "
-        "and compare with the ground truth; with --image, run coco/1 on it.",
-    )
-    demo.add_argument("--frames", type=int, default=60, help="synthetic frames to send")
-    demo.add_argument("--image", type=Path, help="also detect COCO objects in this image")
-    demo.add_argument("--models-dir", type=Path, help="folder holding yolox_nano.onnx")
     return parser
 
 
@@ -287,68 +272,6 @@ def _synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _demo(args: argparse.Namespace) -> int:
-    import cv2
-    import httpx
-
-    from streamer.server import ServerConfig, ServerThread
-    from streamer.synth import Scene
-
-    if args.frames < 1:
-        raise ConfigError("--frames must be >= 1")
-    scene = Scene(width=1280, height=720, objects=5, seed=0)
-    with (
-        ServerThread(ServerConfig(port=0, models_dir=args.models_dir)) as server,
-        httpx.Client(base_url=server.url, timeout=10) as client,
-    ):
-        print(f"local inference server on {server.url}")
-        found = expected = 0
-        latencies = []
-        for index in range(args.frames):
-            frame = cv2.resize(scene.render(index), (640, 360), interpolation=cv2.INTER_AREA)
-            _ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
-            started = time.perf_counter()
-            response = client.post(
-                "/shapes/1",
-                content=base64.b64encode(jpeg.tobytes()),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
-            predicted = {p["class"] for p in response.json()["predictions"]}
-            truth = [t.class_name for t in scene.truth(index) if not t.occluded]
-            expected += len(truth)
-            found += sum(1 for name in truth if name in predicted)
-        latencies.sort()
-        print(
-            f"shapes/1: {args.frames} synthetic frames, {found}/{expected} visible objects "
-            f"detected, median round trip {latencies[len(latencies) // 2] * 1000:.1f} ms"
-        )
-        if args.image is not None:
-            _demo_image(client, args.image)
-    return EXIT_OK
-
-
-def _demo_image(client: httpx.Client, path: Path) -> None:
-    if not path.is_file():
-        raise ConfigError(f"image not found: {path}")
-    response = client.post(
-        "/coco/1",
-        params={"confidence": 35},
-        content=base64.b64encode(path.read_bytes()),
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    if response.status_code != 200:
-        raise StreamerError(
-            f"coco/1 answered {response.status_code}: {response.json().get('message')}"
-        )
-    counts: dict[str, int] = {}
-    for prediction in response.json()["predictions"]:
-        counts[prediction["class"]] = counts.get(prediction["class"], 0) + 1
-    summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    print(f"coco/1 on {path.name}: {summary or 'nothing'}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -366,7 +289,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     # One line per request is noise at INFO; --debug brings it back.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.debug else logging.WARNING)
-    handlers = {"serve": _serve, "synth": _synth, "demo": _demo, "run": _run}
+    handlers = {"serve": _serve, "synth": _synth, "run": _run}
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

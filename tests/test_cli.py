@@ -31,7 +31,7 @@ def test_version_and_help() -> None:
     assert version.stdout.strip() == f"streamer {__version__}"
     help_text = _run("--help")
     assert help_text.returncode == 0
-    for command in ("serve", "synth", "demo"):
+    for command in ("run", "serve", "synth"):
         assert command in help_text.stdout
     serve_help = _run("serve", "--help").stdout
     for flag in (
@@ -153,40 +153,10 @@ def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert "api_key=***" in output
 
 
-def test_demo_runs_offline_on_the_embedded_server(tmp_path: Path) -> None:
-    done = _run("demo", "--frames", "10", "--models-dir", str(tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert "local inference server on http://127.0.0.1:" in done.stdout
-    assert "shapes/1: 10 synthetic frames" in done.stdout
-    found, expected = done.stdout.split(", ")[1].split(" ")[0].split("/")
-    assert found == expected
-
-
-def test_demo_with_image_but_no_weights_says_why(tmp_path: Path, shared: Path) -> None:
-    done = _run(
-        "demo",
-        "--frames",
-        "1",
-        "--models-dir",
-        str(tmp_path),
-        "--image",
-        str(shared / "images" / "rfinf_crowd.jpg"),
-    )
-    assert done.returncode == 1
-    assert "yolox_nano.onnx not found" in done.stderr
+def test_missing_weights_say_where_they_were_looked_for(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    assert _run("synth", str(clip), "--size", "320x240", "--seconds", "1").returncode == 0
+    done = _run("run", str(clip), "--models-dir", str(tmp_path), "--no-progress")
+    assert done.returncode == 6
+    assert f"yolox_nano.onnx not found in {tmp_path}" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_demo_detects_the_crowd(models_dir: Path, shared: Path) -> None:
-    done = _run(
-        "demo",
-        "--frames",
-        "1",
-        "--models-dir",
-        str(models_dir),
-        "--image",
-        str(shared / "images" / "rfinf_crowd.jpg"),
-    )
-    assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if x.startswith("coco/1"))
-    assert int(line.split(": ")[1].split(" person")[0]) >= 8
