@@ -86,12 +86,18 @@ class CaptureConfig:
     queue_size: int = 32  # recorded FIFO
     stall_timeout: float = 5.0
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    # a source that has not delivered its first frame after this long has failed (a
+    # wrong URL, a web page); None: keep trying (cameras that come up later). Once a
+    # source has streamed, it reconnects as ``reconnect`` says.
+    connect_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.queue_size < 1:
             raise ConfigError("queue_size must be >= 1")
         if self.stall_timeout <= 0:
             raise ConfigError("stall_timeout must be > 0")
+        if self.connect_timeout is not None and not self.connect_timeout > 0:
+            raise ConfigError("connect_timeout must be > 0 or None")
 
 
 class LatestFrameSlot:
@@ -177,6 +183,9 @@ class CaptureThread:
         self._interval_ewma: float | None = None
         self._size: tuple[int, int] | None = None
         self._rng = random.Random()
+        self._streamed = False  # any frame delivered, ever
+        self._started_at = time.monotonic()
+        self._last_reason = ""
         self._thread = threading.Thread(
             target=self._run, name=f"streamer-capture-{source.source_id}", daemon=True
         )
@@ -262,13 +271,13 @@ class CaptureThread:
 
     # -- the thread ----------------------------------------------------------------------------
 
-    def _set_state(self, state: SourceState, detail: str) -> None:
+    def _set_state(self, state: SourceState, detail: str, *, level: int | None = None) -> None:
         with self._lock:
             self._state = state
             self._states[state.value] += 1
-        level = (
-            logging.WARNING if state in (SourceState.STALLED, SourceState.FAILED) else logging.INFO
-        )
+        if level is None:
+            warn = state in (SourceState.STALLED, SourceState.FAILED)
+            level = logging.WARNING if warn else logging.INFO
         log.log(level, "%s: %s (%s)", self.source.source_id, state.value, detail)
         if self._on_state is not None:
             try:
@@ -279,12 +288,10 @@ class CaptureThread:
     def _run(self) -> None:
         index = 0
         attempt = 0
+        self._started_at = time.monotonic()
         try:
+            self._set_state(SourceState.CONNECTING, "attempt 1")
             while not self._stop.is_set():
-                self._set_state(
-                    SourceState.CONNECTING if attempt == 0 else SourceState.RECONNECTING,
-                    f"attempt {attempt + 1}",
-                )
                 try:
                     stream = self.source.open()
                 except SourceError as exc:
@@ -311,7 +318,11 @@ class CaptureThread:
             self._done.set()
 
     def _retry(self, attempt: int, reason: str) -> bool:
-        """Wait before reconnect ``attempt``; ``False`` when giving up (or stopping)."""
+        """Wait before reconnect ``attempt``; ``False`` when giving up (or stopping).
+
+        Before the first frame ever arrived, each new reason is a warning (a wrong URL
+        is said at once, not only with --debug), and ``connect_timeout`` applies.
+        """
         policy = self.config.reconnect
         if not self.source.is_live and attempt > 1:
             self._set_state(SourceState.FAILED, reason)
@@ -322,18 +333,28 @@ class CaptureThread:
             )
             return False
         delay = policy.delay(attempt, self._rng)
+        limit = self.config.connect_timeout
+        if not self._streamed and limit is not None:
+            left = self._started_at + limit - time.monotonic()
+            if left <= 0:
+                self._set_state(SourceState.FAILED, f"no frame within {limit:g} s: {reason}")
+                return False
+            delay = min(delay, left)
         if "stalled" in reason or "timed out" in reason.lower():
             self._set_state(SourceState.STALLED, reason)
         with self._lock:
             self._counts["reconnects"] += 1
-        log.info("%s: reconnecting in %.2f s (%s)", self.source.source_id, delay, reason)
+        news = not self._streamed and reason != self._last_reason
+        self._last_reason = reason
+        self._set_state(
+            SourceState.RECONNECTING,
+            f"{reason}; retrying in {delay:.1f} s",
+            level=logging.WARNING if news else logging.INFO,
+        )
         return not self._stop.wait(delay)
 
-    def _pump(self, stream: Stream, index: int) -> tuple[int, bool, str | None]:
-        """Deliver frames until end of stream (reason None) or a stall (reason given)."""
-        size = (stream.width, stream.height)
+    def _note_size(self, size: tuple[int, int]) -> None:
         with self._lock:
-            self._declared_fps = stream.fps
             if self._size is not None and self._size != size:
                 log.warning(
                     "%s: resolution changed from %dx%d to %dx%d",
@@ -342,6 +363,11 @@ class CaptureThread:
                     *size,
                 )
             self._size = size
+
+    def _pump(self, stream: Stream, index: int) -> tuple[int, bool, str | None]:
+        """Deliver frames until end of stream (reason None) or a stall (reason given)."""
+        with self._lock:
+            self._declared_fps = stream.fps
         got_frames = False
         first_pts: float | None = None
         started = time.monotonic()
@@ -351,7 +377,9 @@ class CaptureThread:
             if self._stop.is_set():
                 break
             if not got_frames:
-                got_frames = True
+                got_frames = self._streamed = True
+                size = (image.shape[1], image.shape[0])  # as shown: rotation applied
+                self._note_size(size)
                 self._set_state(
                     SourceState.STREAMING, f"{size[0]}x{size[1]} at {stream.fps or 0:.3g} fps"
                 )

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import os
 import re
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from streamer import __version__
 from streamer.errors import ConfigError, StreamerError, redact
@@ -29,21 +33,25 @@ def _size(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def _positive_float(text: str) -> float:
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from exc
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text[:40]}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    value = _finite(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
@@ -62,8 +70,53 @@ def _port(text: str) -> int:
     return int(text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that never echoes an unexpected argument's value: it may be a secret
+    (``--apikey KEY`` mistyped, a second camera URL with its password)."""
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(_unexpected(extras))
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {redact(message)[:300]}\n")
+
+
+def _unexpected(extras: Sequence[str]) -> str:
+    """Which arguments were not expected, naming flags but never showing values."""
+    flags = [e.split("=", 1)[0] for e in extras if e.startswith("-") and len(e) > 1]
+    values = len(extras) - len(flags)
+    parts = []
+    if flags:
+        parts.append("unrecognized option" + ("s " if len(flags) > 1 else " ") + " ".join(flags))
+    if values:
+        parts.append(
+            f"{values} unexpected value{'s' if values > 1 else ''} (not shown: it may be a "
+            "secret; one source per run, and quote arguments with spaces)"
+        )
+    return "; ".join(parts)
+
+
+_EXIT_CODES_HELP = """exit codes:
+  0    done
+  1    other error
+  2    bad settings or arguments
+  3    bad source (cannot be opened, or no frame within --connect-timeout)
+  4    API key rejected (401/403/402)
+  5    unknown model
+  6    API unreachable or failing (every frame sent failed, or more than --max-failed;
+       a 429 asking to wait past --max-retry-wait)
+  7    an output could not be written or shown (disk full, broken pipe, no display)
+  130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: outputs finalized first"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamer",
         description="Real-time video to detections over Roboflow-compatible inference APIs.",
     )
@@ -157,6 +210,17 @@ def _threshold(text: str) -> float:
     return value / 100 if value >= 1 else value
 
 
+def _choice(*choices: str) -> object:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"choose one of {', '.join(choices)}, got {text[:40]!r}"
+            )
+        return text
+
+    return parse
+
+
 # flag -> (type, help); every run option defaults to None so that only flags given
 # override the --config file.
 _RUN_OPTIONS: dict[str, tuple[object, str]] = {
@@ -165,42 +229,75 @@ _RUN_OPTIONS: dict[str, tuple[object, str]] = {
     "--workflow-output": (str, "workflow output holding the predictions (predictions)"),
     "--api-url": (str, "inference API base URL (default: serverless.roboflow.com with a key, "
                   "else the embedded local server)"),
-    "--api-key": (str, "Roboflow API key (default $ROBOFLOW_API_KEY)"),
-    "--mode": (str, "live or recorded (default: files recorded, cameras and streams live)"),
+    "--api-key": (str, "Roboflow API key; safer: set $ROBOFLOW_API_KEY (a flag shows in ps)"),
+    "--api-key-transport": (_choice("query", "header", "both"),
+                            "how the key travels: query (api_key=, the default, as the SDK), "
+                            "header (Authorization: Bearer; keeps it out of URLs and proxy "
+                            "logs; inference servers 1.5+), or both"),
+    "--mode": (_choice("live", "recorded"),
+               "live or recorded (default: files recorded, cameras and streams live)"),
     "--max-in-flight": (int, "concurrent requests (8)"),
     "--max-fps": (_positive_float, "live: at most this many frames sent per second"),
     "--every": (int, "recorded: send every k-th frame, track the rest (1)"),
     "--deadline": (_positive_float, "live: seconds after capture when a result is stale (2)"),
-    "--confidence": (_threshold, "confidence threshold, 0-100 or fraction (40)"),
-    "--overlap": (_threshold, "NMS overlap threshold, 0-100 or fraction (30)"),
+    "--confidence": (_threshold, "confidence threshold (40): 1 to 100 is a percentage (1 = "
+                     "1%%), below 1 a fraction (0.99 = 99%%)"),
+    "--overlap": (_threshold, "NMS overlap threshold (30), read like --confidence"),
     "--max-side": (int, "long side of uploaded frames in pixels (640)"),
     "--jpeg-quality": (int, "JPEG quality of uploads (80)"),
     "--rate-limit": (_positive_float, "requests/s cap per key (20 on *.roboflow.com, else none)"),
     "--max-retries": (int, "retries per frame on 429/5xx/timeouts (3)"),
-    "--request-timeout": (_positive_float, "seconds per request (10)"),
+    "--max-retry-wait": (_non_negative_float, "longest Retry-After honoured, seconds (60); "
+                         "a 429 asking for longer ends the run with exit 6"),
+    "--max-failed": (_fraction, "fraction of sent frames that may fail before the run exits "
+                     "6 (1.0: only when every one failed)"),
+    "--request-timeout": (_positive_float, "seconds for a whole request, connect to last "
+                          "byte (10)"),
     "--motion-threshold": (_non_negative_float, "skip frames that differ less than this (0-255)"),
     "--stall-timeout": (_positive_float, "seconds without a frame before reconnecting (5)"),
+    "--connect-timeout": (_positive_float, "seconds a source may take to deliver its first "
+                          "frame before the run fails with exit 3 (20)"),
+    "--reconnect": (_choice("after-start", "forever"),
+                    "after-start: a source that never delivered a frame fails after "
+                    "--connect-timeout, one that streamed reconnects forever (default); "
+                    "forever: keep trying from the start (cameras that come up later)"),
     "--output": (str, "write the annotated video here (H.264)"),
     "--jsonl": (str, "write one JSON record per output frame here ('-' for stdout)"),
     "--webhook": (str, "POST batches of records to this URL"),
 }  # fmt: skip
 
 
-def _add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     run = commands.add_parser(
         "run",
         help="turn a video, camera or stream into tracked, annotated detections",
         description="Run the pipeline on SOURCE: a video file, a webcam (0, /dev/video0), "
         "rtsp:// rtmp:// http(s):// streams, an image folder, or synthetic:. With no "
         "--api-url and no key, the embedded local server answers (offline).",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("source", nargs="?", help="what to read (or set source: in --config)")
     for flag, (kind, text) in _RUN_OPTIONS.items():
         run.add_argument(flag, type=kind, default=None, help=text)  # type: ignore[arg-type]
-    run.add_argument("--show", action="store_const", const=True, default=None, help="show a window")
-    run.add_argument("--no-hud", dest="hud", action="store_const", const=False, default=None)
     run.add_argument(
-        "--no-progress", dest="progress", action="store_const", const=False, default=None
+        "--show", action="store_const", const=True, default=None, help="show a window (q, Esc quit)"
+    )
+    run.add_argument(
+        "--no-hud",
+        dest="hud",
+        action="store_const",
+        const=False,
+        default=None,
+        help="no figures drawn on the frames (fps, latency, status)",
+    )
+    run.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        default=None,
+        help="no progress line on stderr (the summary line stays)",
     )
     run.add_argument("--config", type=Path, help="YAML settings (flags override them)")
     run.add_argument("--models-dir", type=Path, help="weights for the embedded server's coco/1")
@@ -215,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     overrides.update(source=args.source, show=args.show, hud=args.hud, progress=args.progress)
     config = load_config(args.config, overrides)
-    return run_safely(config, models_dir=args.models_dir, debug=args.debug)
+    return run_safely(config, models_dir=args.models_dir, config_path=args.config, debug=args.debug)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -244,10 +341,11 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         faults=faults,
     )
+    if args.models_dir is not None and not args.models_dir.is_dir():
+        log.warning("--models-dir %s does not exist: coco/1 will be unavailable", args.models_dir)
     if not _is_loopback(args.host):
         log.warning("listening on %s: reachable from other machines", args.host)
-    log.info("serving on http://%s:%d", args.host, args.port)
-    serve(config, access_log=args.access_log)
+    serve(config, access_log=args.access_log)  # says "serving on" once it listens
     return EXIT_OK
 
 
@@ -261,12 +359,21 @@ def _is_loopback(host: str) -> bool:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from streamer.outputs import VIDEO_SUFFIXES
     from streamer.synth import Scene, write_video
 
+    if args.output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(
+            f"{args.output}: the video is H.264, which needs one of {' '.join(VIDEO_SUFFIXES)}"
+        )
     width, height = args.size
     scene = Scene(width=width, height=height, fps=args.fps, objects=args.objects, seed=args.seed)
     count = write_video(args.output, scene, seconds=args.seconds, truth_path=args.truth)
-    print(f"wrote {count} frames ({width}x{height} @ {args.fps:g} fps) to {args.output}")
+    even = (width - width % 2, height - height % 2)  # H.264 in yuv420p needs even sizes
+    resized = "" if even == (width, height) else f", cut from {width}x{height} to even sizes"
+    print(
+        f"wrote {count} frames ({even[0]}x{even[1]} @ {args.fps:g} fps{resized}) to {args.output}"
+    )
     if args.truth:
         print(f"ground truth in {args.truth}")
     return EXIT_OK
@@ -279,16 +386,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+class _UserFormatter(logging.Formatter):
+    """``streamer: warning: ...``, one line, secrets masked, for people, not log files."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from streamer.redaction import clean
+
+        message = redact(record.getMessage())
+        return f"streamer: {record.levelname.lower()}: {clean(message, 400)}"
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    handler = logging.StreamHandler()
+    if debug:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_UserFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    # One line per request is noise at INFO; --debug brings it back.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Libraries' own warnings (trackers, supervision, numpy) are not the user's business
+    # unless debugging: they go to the log at debug level.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if debug else logging.ERROR)
+    if not debug:
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = args.command == "run" and not args.debug  # the progress line tells the state
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One line per request is noise at INFO; --debug brings it back.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    _setup_logging(args.debug, quiet)
     handlers = {"serve": _serve, "synth": _synth, "run": _run}
     if args.command is None:
         parser.print_help()
@@ -297,16 +429,15 @@ def _main(argv: Sequence[str] | None) -> int:
         return handlers[args.command](args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except ConfigError as exc:
-        if args.debug:
-            raise
-        print(f"streamer: error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
     except StreamerError as exc:
         if args.debug:
-            raise
+            traceback.print_exc()  # and still the same exit code
         print(f"streamer: error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
+        if isinstance(exc, ConfigError):
+            return EXIT_USAGE
+        from streamer.run import exit_code
+
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -46,7 +47,8 @@ from streamer.errors import (
     RequestTooLarge,
     ServerError,
 )
-from streamer.redaction import install_log_redaction, redact
+from streamer.redaction import clean, install_log_redaction, redact
+from streamer.transport import DeadlineTransport, request_deadline
 
 __all__ = [
     "API_KEY_ENV",
@@ -56,6 +58,7 @@ __all__ = [
     "Prepared",
     "RoboflowClient",
     "Target",
+    "check_api_key",
     "parse_predictions",
     "prepare_image",
     "resolve_api_key",
@@ -72,6 +75,13 @@ V1_LIMIT = 5 * 1024 * 1024
 V2_LIMIT = 20 * 1024 * 1024
 _QUERY_OVERHEAD = 2048  # headers and query string, counted against the limit too
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+# More than any real model answers for one frame; a server sending more is broken or
+# hostile, and 100,000 boxes would be gigabytes of masks and labels downstream.
+MAX_DETECTIONS = 10_000
+MAX_API_KEY_LENGTH = 512
+KEY_TRANSPORTS = ("query", "header", "both")
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_WORKSPACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 Image = npt.NDArray[np.uint8]
 
@@ -79,6 +89,21 @@ Image = npt.NDArray[np.uint8]
 def resolve_api_key(explicit: str | None = None) -> str | None:
     """The key given, else ``$ROBOFLOW_API_KEY``, else ``None`` (local servers need none)."""
     return explicit or os.environ.get(API_KEY_ENV) or None
+
+
+def check_api_key(key: str | None) -> str | None:
+    """``key`` if it can be one; else a ``ConfigError`` that does not show it."""
+    if key is not None and (
+        len(key) > MAX_API_KEY_LENGTH
+        or not key.isascii()
+        or not key.isprintable()
+        or any(ch.isspace() for ch in key)
+    ):
+        raise ConfigError(
+            f"the API key does not look like one ({len(key)} characters; "
+            f"keys are at most {MAX_API_KEY_LENGTH} printable ASCII characters, no spaces)"
+        )
+    return key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,8 +131,17 @@ class Target:
         if self.is_workflow:
             if not self.workspace or not self.workflow_id or self.model_id:
                 raise ConfigError("a workflow target needs a workspace and a workflow id, no model")
-        elif not self.model_id or self.model_id.count("/") != 1 or self.model_id.startswith("/"):
-            raise ConfigError(f"model id must look like project/version, got {self.model_id!r}")
+            for part in (self.workspace, self.workflow_id):
+                if not _WORKSPACE_ID.fullmatch(part or ""):
+                    raise ConfigError(
+                        "workflow must look like workspace/workflow_id, "
+                        f"got {clean(str(part), 80)!r}"
+                    )
+        elif not self.model_id or not _MODEL_ID.fullmatch(self.model_id):
+            raise ConfigError(
+                "model id must look like project/version (letters, digits, - _ .), "
+                f"got {clean(str(self.model_id), 80)!r}"
+            )
         for name in ("confidence", "overlap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
@@ -283,6 +317,11 @@ def parse_predictions(payload: Any, *, scale_x: float = 1.0, scale_y: float = 1.
     if not isinstance(raw, list):
         raise BadResponse("response has no 'predictions' list")
     count = len(raw)
+    if count > MAX_DETECTIONS:
+        raise BadResponse(
+            f"the answer has {count} predictions, more than the {MAX_DETECTIONS} taken from "
+            "one frame (a broken server?); the frame is recorded as failed"
+        )
     xyxy = np.zeros((count, 4), dtype=np.float32)
     confidence = np.zeros(count, dtype=np.float32)
     class_id = np.zeros(count, dtype=int)
@@ -394,16 +433,34 @@ def _parse_classification(payload: dict[str, Any]) -> Classification:
     return Classification(top=top, confidence=float(confidence), scores=tuple(scores))
 
 
-def _server_message(response: httpx.Response) -> str:
+def _is_html(response: httpx.Response) -> bool:
+    kind = response.headers.get("Content-Type", "").lower()
+    if "html" in kind:
+        return True
+    head = response.content[:256].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<?xml"))
+
+
+def _json_body(response: httpx.Response) -> Any:
+    """The decoded JSON, or ``None`` when the body is not JSON (nesting too deep included)."""
     try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:200].strip() or response.reason_phrase
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The server's own words about an error, as one safe line."""
+    if _is_html(response):
+        return "an HTML page"
+    body = _json_body(response)
+    if body is None:
+        return clean(response.text, 200) or response.reason_phrase
     if isinstance(body, dict):
         for key in ("message", "Message", "detail", "error"):
             if isinstance(body.get(key), str):
-                return str(body[key])
-    return str(body)[:200]
+                return clean(str(body[key]), 200)
+    return clean(str(body), 200)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -441,9 +498,20 @@ class RoboflowClient:
         timeout: float = 10.0,
         max_connections: int = 8,
         transport: httpx.BaseTransport | None = None,
+        key_transport: str = "query",
     ) -> None:
+        """``key_transport``: how the key travels: ``query`` (``api_key=``, the hosted
+        API's way and the SDK's default), ``header`` (``Authorization: Bearer``: the
+        key stays out of URLs and proxy logs; inference servers 1.5+), or ``both``."""
+        if key_transport not in KEY_TRANSPORTS:
+            raise ConfigError(
+                f"api_key_transport must be one of {', '.join(KEY_TRANSPORTS)}, "
+                f"got {clean(key_transport, 40)!r}"
+            )
         self.target = target
-        self._api_key = resolve_api_key(api_key)
+        self._api_key = check_api_key(resolve_api_key(api_key))
+        self._key_in_query = key_transport in ("query", "both")
+        self._key_in_header = key_transport in ("header", "both")
         self.timeout = timeout
         # httpx logs every request URL, query string (and so the key) included.
         install_log_redaction("httpx", "httpcore")
@@ -454,11 +522,17 @@ class RoboflowClient:
             base_url=target.api_url,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport
-            or httpx.HTTPTransport(
+            or DeadlineTransport(
                 limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
             ),
-            headers={"User-Agent": "streamer"},
+            headers=self._headers(),
         )
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "streamer"}
+        if self._key_in_header and self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
@@ -480,54 +554,66 @@ class RoboflowClient:
         )
 
     def send(self, prepared: Prepared, *, timeout: float | None = None) -> tuple[Any, float | None]:
-        """One attempt: POST, check status, decode JSON. Returns (body, server seconds)."""
+        """One attempt: POST, check status, decode JSON. Returns (body, server seconds).
+
+        ``timeout`` (default the client's) bounds the whole request: connecting,
+        sending and every read together, not each of them.
+        """
         target = self.target
-        request_timeout = (
-            httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT
-        )
+        seconds = timeout if timeout is not None else self.timeout
+        request_timeout = httpx.Timeout(seconds, connect=min(seconds, 5.0))
         try:
-            if target.is_workflow:
-                payload = {
-                    "api_key": self._api_key,
-                    "inputs": {
-                        **target.workflow_inputs,
-                        target.image_input: {
-                            "type": "base64",
-                            "value": prepared.body.decode("ascii"),
-                        },
-                    },
-                }
-                response = self._http.post(target.path, json=payload, timeout=request_timeout)
-            else:
-                params: dict[str, str | float] = {
-                    "confidence": round(target.confidence * 100, 3),
-                    "overlap": round(target.overlap * 100, 3),
-                }
-                if self._api_key:
-                    params["api_key"] = self._api_key
-                response = self._http.post(
-                    target.path,
-                    params=params,
-                    content=prepared.body,
-                    headers=_FORM,
-                    timeout=request_timeout,
-                )
+            with request_deadline(time.monotonic() + seconds):
+                response = self._post(prepared, request_timeout)
         except httpx.TimeoutException as exc:
-            seconds = timeout if timeout is not None else self.timeout
             raise InferenceTimeout(f"no answer from {target.host} within {seconds:.1f} s") from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(
-                f"cannot reach {target.host}: {type(exc).__name__}: {self._redact(str(exc))}"
+                f"cannot reach {target.host}: {type(exc).__name__}: "
+                f"{clean(self._redact(str(exc)), 200)}"
             ) from exc
         self._raise_for_status(response)
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if _is_html(response):
             raise BadResponse(
-                f"{target.host} answered {response.status_code} with invalid JSON",
+                f"{target.host} answered {response.status_code} with an HTML page "
+                "(is --api-url a Roboflow-compatible inference server?)",
                 status=response.status_code,
-            ) from exc
-        return body, _seconds(response.headers.get("X-Processing-Time"))
+            )
+        body = _json_body(response)
+        if body is None:
+            raise BadResponse(
+                f"{target.host} answered {response.status_code} with something that is not "
+                f"JSON: {clean(self._redact(response.text), 80)!r}",
+                status=response.status_code,
+            )
+        server = _seconds(response.headers.get("X-Processing-Time"))
+        if server is None and isinstance(body, dict):
+            server = _seconds(str(body.get("time")))  # Roboflow's own server sends no header
+        return body, server
+
+    def _post(self, prepared: Prepared, request_timeout: httpx.Timeout) -> httpx.Response:
+        target = self.target
+        key = self._api_key if self._key_in_query else None
+        if target.is_workflow:
+            image = {"type": "base64", "value": prepared.body.decode("ascii")}
+            payload = {
+                "api_key": key,
+                "inputs": {**target.workflow_inputs, target.image_input: image},
+            }
+            return self._http.post(target.path, json=payload, timeout=request_timeout)
+        params: dict[str, str | float] = {
+            "confidence": round(target.confidence * 100, 3),
+            "overlap": round(target.overlap * 100, 3),
+        }
+        if key:
+            params["api_key"] = key
+        return self._http.post(
+            target.path,
+            params=params,
+            content=prepared.body,
+            headers=_FORM,
+            timeout=request_timeout,
+        )
 
     def parse(self, body: Any, prepared: Prepared) -> Prediction:
         """Map an answer back onto the original frame."""
@@ -567,10 +653,26 @@ class RoboflowClient:
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
+        where = f"{self.target.name} at {self.target.host}"
+        if 300 <= status < 400:
+            location = clean(self._redact(response.headers.get("Location", "nowhere")), 120)
+            raise BadResponse(
+                f"{self.target.host} answered {status}, a redirect to {location}; "
+                "give the final address as --api-url",
+                status=status,
+            )
         if status < 400:
             return
         message = self._redact(_server_message(response))
-        where = f"{self.target.name} at {self.target.host}"
+        if status == 404 and _json_body(response) is None:
+            # Roboflow answers an unknown model with JSON; a page or plain text means
+            # the URL never reached an inference route
+            raise BadResponse(
+                f"{self.target.host} answered 404 with "
+                f"{'an HTML page' if _is_html(response) else repr(message[:80])} "
+                "(is --api-url a Roboflow-compatible inference server?)",
+                status=status,
+            )
         if status in (401, 403):
             raise AuthError(f"{status} from {where}: {message} (check the API key)", status=status)
         if status == 402:

@@ -12,10 +12,11 @@
     │   ├── ModelNotFound                404: unknown model or version
     │   ├── RequestTooLarge              413: request over the route's size limit
     │   ├── RateLimited                  429: carries ``retry_after`` seconds
+    │   │   └── QuotaExhausted           429 asking to wait longer than we may (--max-retry-wait)
     │   ├── ServerError                  5xx
     │   ├── InferenceTimeout (TimeoutError)
     │   ├── ConnectionFailed (ConnectionError)
-    │   └── BadResponse                  malformed JSON or unexpected shape
+    │   └── BadResponse                  malformed JSON, an HTML page, a redirect, absurd sizes
     └── SinkError                        an output could not be written
 
 Foreign errors (httpx, av, onnxruntime) are translated at one boundary each with
@@ -36,6 +37,7 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "PlanError",
+    "QuotaExhausted",
     "RateLimited",
     "RequestTooLarge",
     "ServerError",
@@ -101,6 +103,10 @@ class RateLimited(InferenceError):
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+
+
+class QuotaExhausted(RateLimited):
+    """429 with a ``Retry-After`` longer than the run may wait: the API is exhausted."""
 
 
 class ServerError(InferenceError):

@@ -38,7 +38,15 @@ import supervision as sv
 
 from streamer.capture import CaptureConfig, CaptureThread, ReconnectPolicy, SourceState, StateEvent
 from streamer.client import RoboflowClient
-from streamer.errors import AuthError, ModelNotFound, PlanError, SourceError, StreamerError
+from streamer.errors import (
+    AuthError,
+    ModelNotFound,
+    PlanError,
+    QuotaExhausted,
+    SinkError,
+    SourceError,
+    StreamerError,
+)
 from streamer.frames import Frame, Result, Status
 from streamer.records import build_record, status_text
 from streamer.render import Hud, RenderConfig, Renderer
@@ -55,7 +63,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 _END = object()
 # Errors after which every further request fails the same way: stop, say why.
-_FATAL = (AuthError, ModelNotFound, PlanError)
+_FATAL = (AuthError, ModelNotFound, PlanError, QuotaExhausted)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class PipelineSettings:
     sender: SenderConfig = field(default_factory=SenderConfig)
     stall_timeout: float = 5.0
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    connect_timeout: float | None = None  # no first frame after this long: the source failed
     render: RenderConfig = field(default_factory=RenderConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     queue_size: int = 32  # recorded: frames buffered between stages
@@ -126,6 +135,7 @@ class Pipeline:
             queue_size=settings.queue_size,
             stall_timeout=settings.stall_timeout,
             reconnect=settings.reconnect,
+            connect_timeout=settings.connect_timeout,
         )
         self.capture = CaptureThread(source, capture_config, on_state=self._capture_event)
         sampler_config = settings.sampler or SamplerConfig(live=settings.live)
@@ -139,9 +149,12 @@ class Pipeline:
                 sink,
                 capacity=8 if sink.name == "display" else 64,
                 policy=DropPolicy.DROP_NEWEST if sink.name == "webhook" else policy,
+                on_failure=self._sink_failed,
             )
             for sink in sinks
         ]
+        self.sink_errors: dict[str, SinkError] = {}
+        self.all_sinks_failed = False
         self._wants_image = any(s.wants_image for s in sinks)
         # live: results; recorded: (frame, future | None) in frame order
         self._render_queue: queue.Queue[object] = queue.Queue(
@@ -149,6 +162,7 @@ class Pipeline:
         )
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
+        self.failure_reasons: collections.Counter[str] = collections.Counter()
         self._completions: collections.deque[float] = collections.deque(maxlen=120)
         self._newest_shown = -1
         self._hud_cache: tuple[float, PipelineStatus] | None = None
@@ -160,6 +174,8 @@ class Pipeline:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> Pipeline:
+        for worker in self._sinks:
+            worker.start()
         self.pool.start()
         self.capture.start()
         for thread in self._threads:
@@ -175,20 +191,44 @@ class Pipeline:
         self._stop.set()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop, then join every thread and finalize the sinks (video written, lines flushed)."""
+        """Stop, then join every thread and finalize the sinks (video written, lines flushed).
+
+        Stopped before the end (a signal, a fatal error): sinks stop retrying, so
+        that shutdown takes about a second whatever a webhook is doing.
+        """
+        interrupted = self._stop.is_set()
         self._stop.set()
         deadline = time.monotonic() + timeout
         self.capture.stop(timeout=2.0)
         for thread in self._threads:
+            if thread.ident is None:
+                continue  # never started
             thread.join(max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("%s did not stop in time", thread.name)
-        self.pool.close(timeout=2.0)
+        self.pool.close(timeout=1.0 if interrupted else 2.0)
+        sink_timeout = 1.5 if interrupted else max(1.0, deadline - time.monotonic())
         for worker in self._sinks:
-            worker.close(timeout=max(1.0, deadline - time.monotonic()))
-            if worker.error is not None and self.error is None:
-                self.error = worker.error
+            worker.close(timeout=sink_timeout, interrupt=interrupted)
+            if worker.error is not None:
+                self.sink_errors.setdefault(worker.sink.name, worker.error)
         self._finished.set()
+
+    def _sink_failed(self, worker: SinkWorker) -> None:
+        """On the failed sink's thread: when no output is left to keep, stop the run."""
+        with self._lock:
+            self.sink_errors.setdefault(worker.sink.name, worker.error or SinkError("failed"))
+            if self._sinks and all(w.failed for w in self._sinks):
+                self.all_sinks_failed = True
+        if self.all_sinks_failed:
+            log.warning("no output is left to write: stopping")
+            self._stop.set()
+
+    def _fail(self, error: StreamerError) -> None:
+        """Keep the first error that ends the run (capture, render and sink threads)."""
+        with self._lock:
+            if self.error is None:
+                self.error = error
 
     def __enter__(self) -> Pipeline:
         return self.start()
@@ -204,8 +244,8 @@ class Pipeline:
     # -- feeding ------------------------------------------------------------------------------
 
     def _capture_event(self, event: StateEvent) -> None:
-        if event.state is SourceState.FAILED and self.error is None:
-            self.error = SourceError(event.detail)
+        if event.state is SourceState.FAILED:
+            self._fail(SourceError(event.detail))
         if self._on_status is not None:
             self._on_status(event)
 
@@ -317,7 +357,7 @@ class Pipeline:
                     break
         except Exception:
             log.exception("render thread failed")
-            self.error = self.error or StreamerError("internal error in the render thread")
+            self._fail(StreamerError("internal error in the render thread"))
             self._stop.set()
         finally:
             self._finished.set()
@@ -356,7 +396,7 @@ class Pipeline:
         else:
             detections = tracking.predict(timestamp)
         if result is not None and isinstance(result.error, _FATAL):
-            self.error = self.error or result.error
+            self._fail(result.error)
         self._count(result, status)
         image = None
         if self._wants_image:
@@ -395,6 +435,8 @@ class Pipeline:
                 self._counts["predicted"] += 1
             else:
                 self._counts[result.status.value] += 1
+                if result.status is Status.FAILED:
+                    self.failure_reasons[(result.reason or "unknown")[:160]] += 1
                 if result.status is Status.OK:
                     self._completions.append(time.monotonic())
 

@@ -1,7 +1,13 @@
 """``streamer run``: a RunConfig turned into a running pipeline, progress, exit codes.
 
+Order of work: settings, outputs (writable, not over an input, locked), display and
+source are checked before the embedded server starts or any frame is sent; then the
+run; then the outputs are renamed into place (done, or stopped by a signal), kept
+beside as ``*.partial.*`` (the run failed), or discarded (the output itself failed).
+
 Exit codes: 0 done; 1 other error; 2 bad settings; 3 bad source; 4 key rejected
-(401/403/402); 5 unknown model; 6 API unreachable or failing; 130 SIGINT; 143 SIGTERM.
+(401/403/402); 5 unknown model; 6 API unreachable or failing; 7 an output could not
+be written or shown; 130 SIGINT; 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import logging
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -19,7 +27,13 @@ import av
 import cv2
 import numpy as np
 
-from streamer.client import DEFAULT_API_URL, RoboflowClient, Target, resolve_api_key
+from streamer.client import (
+    DEFAULT_API_URL,
+    RoboflowClient,
+    Target,
+    check_api_key,
+    resolve_api_key,
+)
 from streamer.config import RunConfig
 from streamer.errors import (
     AuthError,
@@ -29,18 +43,23 @@ from streamer.errors import (
     InferenceTimeout,
     ModelNotFound,
     PlanError,
+    QuotaExhausted,
     RateLimited,
     ServerError,
+    SinkError,
     SourceError,
     StreamerError,
     redact,
 )
+from streamer.outputs import STDOUT, OutputFile, check_outputs
 from streamer.pipeline import Pipeline, PipelineSettings, PipelineStatus
 from streamer.render import RenderConfig
 from streamer.sampler import SamplerConfig
 from streamer.sender import SenderConfig
 from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
-from streamer.sources import Source, SyntheticSource, Timeouts, open_source
+from streamer.sinks.display import display_problem
+from streamer.sinks.webhook import check_webhook_url
+from streamer.sources import PyAVSource, Source, SyntheticSource, Timeouts, open_source
 
 __all__ = ["EXIT_CODES", "exit_code", "run"]
 
@@ -54,6 +73,7 @@ EXIT_SOURCE = 3
 EXIT_AUTH = 4
 EXIT_MODEL = 5
 EXIT_API = 6
+EXIT_OUTPUT = 7
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 EXIT_CODES = {
@@ -64,6 +84,7 @@ EXIT_CODES = {
     "auth": EXIT_AUTH,
     "model": EXIT_MODEL,
     "api": EXIT_API,
+    "output": EXIT_OUTPUT,
     "sigint": EXIT_SIGINT,
     "sigterm": EXIT_SIGTERM,
 }
@@ -80,6 +101,8 @@ def exit_code(error: BaseException) -> int:
         return EXIT_MODEL
     if isinstance(error, InferenceError):
         return EXIT_API
+    if isinstance(error, SinkError):
+        return EXIT_OUTPUT
     return EXIT_ERROR
 
 
@@ -113,18 +136,32 @@ def _rate_limit(config: RunConfig, target: Target) -> float | None:
     return ROBOFLOW_RATE_LIMIT if target.host.endswith("roboflow.com") else None
 
 
-def _preflight(client: RoboflowClient, attempts: int = 3) -> None:
+def _preflight(client: RoboflowClient, *, max_retry_wait: float, attempts: int = 3) -> None:
     """A small request before the run: a wrong key, model or URL fails here, in one line.
 
     Transient answers (5xx, 429) are retried a few times: one bad answer at start-up
-    is no reason to refuse a long run.
+    is no reason to refuse a long run. A 429 asking to wait past ``max_retry_wait``
+    is no transient answer: the quota is spent.
     """
     probe = np.full((64, 64, 3), 40, dtype=np.uint8)
     for attempt in range(1, attempts + 1):
         try:
             client.infer(probe, timeout=min(client.timeout, 15.0))
             return
-        except (ServerError, RateLimited) as exc:
+        except RateLimited as exc:
+            if exc.retry_after is not None and exc.retry_after > max_retry_wait:
+                raise QuotaExhausted(
+                    f"the API asked to wait {exc.retry_after:.0f} s before the next request "
+                    f"(Retry-After), more than the {max_retry_wait:g} s allowed "
+                    "(--max-retry-wait): its quota looks spent",
+                    retry_after=exc.retry_after,
+                ) from exc
+            if attempt == attempts:
+                raise ServerError(
+                    f"the API cannot serve {client.target.name}: {exc}", status=exc.status
+                ) from exc
+            time.sleep(min(max_retry_wait, max(0.2 * attempt, exc.retry_after or 0.0)))
+        except ServerError as exc:
             if attempt == attempts:
                 raise ServerError(
                     f"the API cannot serve {client.target.name}: {exc}", status=exc.status
@@ -134,12 +171,79 @@ def _preflight(client: RoboflowClient, attempts: int = 3) -> None:
             raise type(exc)(f"{exc} (is the API URL right and the server up?)") from exc
 
 
-def _sinks(config: RunConfig, live: bool, pipeline_stop: list[Pipeline]) -> list[Sink]:
+@dataclass
+class _Outputs:
+    """The run's output files: claimed before the run, settled after it."""
+
+    video: OutputFile | None = None
+    jsonl: OutputFile | None = None
+    sinks: dict[str, Sink] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what became of each, for the summary
+
+    def claim(self, config: RunConfig) -> None:
+        if config.output:
+            self.video = OutputFile.claim(config.output)
+        if config.jsonl and config.jsonl != STDOUT:
+            self.jsonl = OutputFile.claim(config.jsonl)
+
+    def settle(self, keep: bool, errors: dict[str, SinkError]) -> None:
+        """``keep``: the run ended as asked (done or stopped by a signal)."""
+        if self.video is not None:
+            video, self.video = self.video, None
+            if "video" in errors:
+                video.discard()  # an unfinished MP4 cannot be played
+                self.notes.append(f"video: not written ({_short(errors['video'])})")
+            elif keep:
+                done = video.commit()
+                self.notes.append(f"video: {done}" if done else "video: not written (no frames)")
+            else:
+                kept = video.keep_partial()
+                if kept:
+                    self.notes.append(f"video: partial, kept as {kept} ({video.target} untouched)")
+        if self.jsonl is not None:
+            jsonl, self.jsonl = self.jsonl, None
+            if "jsonl" in errors or not keep:
+                kept = jsonl.keep_partial()
+                why = f" after: {_short(errors['jsonl'])}" if "jsonl" in errors else ""
+                if kept:
+                    self.notes.append(
+                        f"records: partial, kept as {kept} ({jsonl.target} untouched){why}"
+                    )
+                else:
+                    self.notes.append(f"records: not written{why}")
+            else:
+                done = jsonl.commit()
+                self.notes.append(f"records: {done}")
+        elif "jsonl" in errors:
+            self.notes.append(f"records: stopped ({_short(errors['jsonl'])})")
+        webhook = self.sinks.get("webhook")
+        if isinstance(webhook, WebhookSink):
+            note = f"webhook: {webhook.posted} records posted"
+            if webhook.undelivered:
+                note += f", {webhook.undelivered} not delivered"
+            self.notes.append(note)
+
+    def release(self) -> None:
+        """After an error before or during the run: keep whatever was written, aside."""
+        for claim in (self.video, self.jsonl):
+            if claim is not None:
+                claim.keep_partial()
+        self.video = self.jsonl = None
+
+
+def _short(error: BaseException) -> str:
+    text = str(error)
+    return text.split(": ", 1)[-1] if text.startswith("cannot ") else text
+
+
+def _sinks(
+    config: RunConfig, live: bool, pipeline_stop: list[Pipeline], outputs: _Outputs
+) -> list[Sink]:
     sinks: list[Sink] = []
-    if config.output:
-        sinks.append(VideoSink(config.output, live=live))
+    if outputs.video is not None:
+        sinks.append(VideoSink(outputs.video, live=live))
     if config.jsonl:
-        sinks.append(JsonLinesSink(config.jsonl))
+        sinks.append(JsonLinesSink(outputs.jsonl if outputs.jsonl is not None else STDOUT))
     if config.webhook:
         sinks.append(WebhookSink(config.webhook))
     if config.show:
@@ -148,6 +252,7 @@ def _sinks(config: RunConfig, live: bool, pipeline_stop: list[Pipeline]) -> list
                 "streamer", on_quit=lambda: pipeline_stop[0].stop() if pipeline_stop else None
             )
         )
+    outputs.sinks = {sink.name: sink for sink in sinks}
     return sinks
 
 
@@ -174,12 +279,12 @@ def _progress_line(status: PipelineStatus, total: int | None, started: float, li
     if not live:
         fps = status.outputs / elapsed
         if total:
-            eta = (total - status.outputs) / fps if fps > 0 else float("inf")
+            eta = f"{(total - status.outputs) / fps:.0f}s" if fps > 0 else "-"
             share = min(1.0, status.outputs / total)
             bar = "#" * int(share * 20)
             return (
                 f"[{bar:<20}] {status.outputs}/{total} frames {fps:.1f} fps "
-                f"ETA {eta:.0f}s  failed {status.failed}"
+                f"ETA {eta}  failed {status.failed}"
             )
         return f"{status.outputs} frames {fps:.1f} fps  failed {status.failed}"
 
@@ -209,8 +314,10 @@ def _settings(config: RunConfig, live: bool, target: Target) -> PipelineSettings
             deadline=config.deadline if live else None,
             max_retries=config.max_retries,
             rate_limit=_rate_limit(config, target),
+            max_retry_wait=config.max_retry_wait,
         ),
         stall_timeout=config.stall_timeout,
+        connect_timeout=None if config.reconnect == "forever" else config.connect_timeout,
         render=RenderConfig(hud=config.hud),
     )
 
@@ -240,22 +347,9 @@ def _drive(pipeline: Pipeline, config: RunConfig, total: int | None, live: bool)
         pipeline.close()  # the video is finalized and the lines flushed, whatever happened
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    status = pipeline.status()
     if config.progress:
-        line = _progress_line(status, total, started, live)
+        line = _progress_line(pipeline.status(), total, started, live)
         print(("\r" if interactive else "") + line, file=sys.stderr)
-    outputs = "".join(
-        [
-            f"; video: {config.output}" if config.output else "",
-            f"; records: {config.jsonl}" if config.jsonl and config.jsonl != "-" else "",
-        ]
-    )
-    print(
-        f"streamer: {status.outputs} frames out ({status.ok} inferred, "
-        f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
-        f"in {time.monotonic() - started:.1f} s{outputs}",
-        file=sys.stderr,
-    )
     return received
 
 
@@ -267,10 +361,56 @@ def tune_threads() -> None:
     cv2.setNumThreads(1)
 
 
-def run(config: RunConfig, *, models_dir: Path | None = None) -> int:
+def _inputs(config: RunConfig, source: Source, config_path: Path | None) -> list[Path]:
+    """Files the run reads, which no output may overwrite."""
+    inputs = [config_path] if config_path is not None else []
+    if isinstance(source, PyAVSource) and not source.is_live and "://" not in source.uri:
+        inputs.append(Path(source.uri))
+    return inputs
+
+
+def _failure_error(pipeline: Pipeline, config: RunConfig) -> InferenceError | None:
+    """An API failure that fails the run: every frame sent failed, or more than
+    ``max_failed`` of them."""
+    sender = pipeline.pool.metrics()
+    sent = sender.ok + sender.failed + sender.stale
+    if not sender.failed or not sent:
+        return None
+    reasons = pipeline.failure_reasons.most_common(1)
+    why = f"; most often: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else ""
+    if sender.ok == 0 and sender.failed + sender.stale == sent:
+        return InferenceError(f"every one of the {sent} frames sent failed{why}")
+    if sender.failed / sent > config.max_failed:
+        return InferenceError(
+            f"{sender.failed} of the {sent} frames sent failed, more than --max-failed "
+            f"{config.max_failed:g} allows{why}"
+        )
+    return None
+
+
+def _summary(pipeline: Pipeline, elapsed: float, outputs: _Outputs) -> str:
+    status = pipeline.status()
+    notes = "".join(f"; {note}" for note in outputs.notes)
+    return (
+        f"streamer: {status.outputs} frames out ({status.ok} inferred, "
+        f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
+        f"in {elapsed:.1f} s{notes}"
+    )
+
+
+def run(
+    config: RunConfig, *, models_dir: Path | None = None, config_path: Path | None = None
+) -> int:
     """Run to the end of the source or a signal; return the exit code."""
     tune_threads()
     source = open_source(config.source, timeouts=Timeouts(open=10.0, read=config.stall_timeout))
+    check_outputs(
+        _inputs(config, source, config_path), {"--output": config.output, "--jsonl": config.jsonl}
+    )
+    if config.webhook:
+        check_webhook_url(config.webhook)
+    if config.show and (problem := display_problem()) is not None:
+        raise SinkError(f"--show needs a display, and {problem}; use --output instead")
     if not source.is_live:
         source.open().close()  # a file that cannot be read is said so first, in one line
     live = config.mode == "live" if config.mode is not None else source.is_live
@@ -281,45 +421,75 @@ def run(config: RunConfig, *, models_dir: Path | None = None) -> int:
         raise ConfigError(
             "give --model project/version or --workflow workspace/id for a remote API"
         )
+    outputs = _Outputs()
     with contextlib.ExitStack() as stack:
+        api_url = config.api_url or DEFAULT_API_URL
+        target = _target(config, api_url, default_model)  # settings checked before the server
+        check_api_key(api_key)
+        outputs.claim(config)
+        stack.callback(outputs.release)
         if embedded:
             api_url = stack.enter_context(_embedded_server(models_dir))
             print(
                 f"streamer: no API URL or key: using the embedded server at {api_url}",
                 file=sys.stderr,
             )
-        else:
-            api_url = config.api_url or DEFAULT_API_URL
-        target = _target(config, api_url, default_model)
+            target = _target(config, api_url, default_model)
         client = stack.enter_context(
             RoboflowClient(
                 target,
                 api_key,
                 timeout=config.request_timeout,
                 max_connections=config.max_in_flight,
+                key_transport=config.api_key_transport,
             )
         )
-        _preflight(client)
+        _preflight(client, max_retry_wait=config.max_retry_wait)
         holder: list[Pipeline] = []
-        pipeline = Pipeline(
-            source, client, _settings(config, live, target), sinks=_sinks(config, live, holder)
-        )
+        sinks = _sinks(config, live, holder, outputs)
+        pipeline = Pipeline(source, client, _settings(config, live, target), sinks=sinks)
         holder.append(pipeline)
+        started = time.monotonic()
         received = _drive(pipeline, config, _total_frames(source), live)
-        if received:
-            return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
-        if pipeline.error is not None:
-            print(f"streamer: error: {redact(str(pipeline.error), api_key)}", file=sys.stderr)
-            return exit_code(pipeline.error)
-    return EXIT_OK
+        code, error = _outcome(pipeline, config, received)
+        outputs.settle(code in (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM), pipeline.sink_errors)
+        print(_summary(pipeline, time.monotonic() - started, outputs), file=sys.stderr)
+        if error is not None:
+            print(f"streamer: error: {redact(str(error), api_key)}", file=sys.stderr)
+        return code
+    return EXIT_ERROR  # not reached: the block returns or raises
 
 
-def run_safely(config: RunConfig, *, models_dir: Path | None = None, debug: bool = False) -> int:
-    """``run`` with errors turned into one line and an exit code."""
+def _outcome(
+    pipeline: Pipeline, config: RunConfig, received: list[int]
+) -> tuple[int, StreamerError | None]:
+    """The exit code of a finished run, and the error to print (if any)."""
+    if received:
+        return (EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM), None
+    if pipeline.error is not None:
+        return exit_code(pipeline.error), pipeline.error
+    failure = _failure_error(pipeline, config)
+    if failure is not None:
+        return EXIT_API, failure
+    if pipeline.sink_errors:
+        names = ", ".join(sorted(pipeline.sink_errors))
+        return EXIT_OUTPUT, SinkError(f"an output failed ({names}); see above")
+    return EXIT_OK, None
+
+
+def run_safely(
+    config: RunConfig,
+    *,
+    models_dir: Path | None = None,
+    config_path: Path | None = None,
+    debug: bool = False,
+) -> int:
+    """``run`` with errors turned into one line and an exit code (a traceback too with
+    ``debug``; the exit code is the same either way)."""
     try:
-        return run(config, models_dir=models_dir)
+        return run(config, models_dir=models_dir, config_path=config_path)
     except StreamerError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"streamer: error: {redact(str(exc), config.api_key)}", file=sys.stderr)
         return exit_code(exc)

@@ -36,6 +36,7 @@ from streamer.errors import (
     ConnectionFailed,
     InferenceError,
     InferenceTimeout,
+    QuotaExhausted,
     RateLimited,
     ServerError,
     StreamerError,
@@ -85,6 +86,8 @@ class SenderConfig:
     breaker_cooldown: float = 1.0
     outage_wait: float = 60.0  # no deadline (recorded): wait this long for an open breaker
     submit_timeout: float = 0.0
+    # a 429 asking to wait longer than this means the quota is spent: fail, don't hang
+    max_retry_wait: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_in_flight <= 256:
@@ -101,6 +104,8 @@ class SenderConfig:
             raise ConfigError("breaker needs failures >= 1 and cooldown > 0")
         if self.outage_wait < 0:
             raise ConfigError("outage_wait must be >= 0")
+        if not self.max_retry_wait >= 0:
+            raise ConfigError("max_retry_wait must be >= 0")
 
 
 class RateGovernor:
@@ -499,7 +504,7 @@ class SenderPool:
                 parse_started = time.monotonic()
                 prediction = self.client.parse(body, prepared)
             except InferenceError as exc:
-                error: InferenceError = exc
+                error: InferenceError = self._exhausted(exc)
             else:
                 self.breaker.record_success()
                 done = time.monotonic()
@@ -525,7 +530,8 @@ class SenderPool:
                 and time.monotonic() - started < config.outage_wait
             ):
                 continue  # an outage, not this frame's fault: wait for the breaker above
-            if not isinstance(error, _RETRIABLE) or attempt > config.max_retries:
+            give_up = isinstance(error, QuotaExhausted) or not isinstance(error, _RETRIABLE)
+            if give_up or attempt > config.max_retries:
                 self._finish(
                     job, Status.FAILED, error=error, timings=_with(timings, started, attempt)
                 )
@@ -546,9 +552,29 @@ class SenderPool:
                 )
                 return
 
+    def _exhausted(self, error: InferenceError) -> InferenceError:
+        """A 429 whose Retry-After is past ``max_retry_wait`` becomes ``QuotaExhausted``."""
+        if (
+            isinstance(error, RateLimited)
+            and not isinstance(error, QuotaExhausted)
+            and error.retry_after is not None
+            and error.retry_after > self.config.max_retry_wait
+        ):
+            return QuotaExhausted(
+                f"the API asked to wait {error.retry_after:.0f} s before the next request "
+                f"(Retry-After), more than the {self.config.max_retry_wait:g} s allowed "
+                "(--max-retry-wait): its quota looks spent",
+                retry_after=error.retry_after,
+            )
+        return error
+
     def _account_failure(self, error: InferenceError) -> None:
         """Tell the governor about 429s and the breaker about failures of the API."""
-        if isinstance(error, RateLimited):
+        if isinstance(error, QuotaExhausted):
+            with self._lock:
+                self._counts["rate_limited"] += 1
+            self.breaker.release_probe()
+        elif isinstance(error, RateLimited):
             with self._lock:
                 self._counts["rate_limited"] += 1
             if self.governor is not None:

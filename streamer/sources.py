@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.errors import ConfigError, SourceError
-from streamer.redaction import redact
+from streamer.redaction import clean, redact
 from streamer.synth import Scene
 
 __all__ = [
@@ -77,8 +77,27 @@ class Timeouts:
     read: float = 5.0
 
 
+# Display-matrix rotation (counter-clockwise degrees, as PyAV reads it) -> the turn
+# that shows the frame as players do; phone videos are stored sideways with one.
+_TURNS = {
+    90: cv2.ROTATE_90_COUNTERCLOCKWISE,
+    180: cv2.ROTATE_180,
+    270: cv2.ROTATE_90_CLOCKWISE,
+}
+
+
+def upright(image: Image, rotation: float) -> Image:
+    """``image`` turned as its display matrix says (multiples of 90 degrees)."""
+    turn = _TURNS.get(round(rotation) % 360)
+    if turn is None:
+        return image
+    return np.asarray(cv2.rotate(image, turn), dtype=np.uint8)
+
+
 class _PyAVStream:
-    def __init__(self, container: av.container.InputContainer, source_id: str) -> None:
+    def __init__(
+        self, container: av.container.InputContainer, source_id: str, *, is_file: bool
+    ) -> None:
         self._container = container
         self._source_id = source_id
         self._stream = container.streams.video[0]
@@ -88,6 +107,8 @@ class _PyAVStream:
         self.width: int = self._stream.codec_context.width
         self.height: int = self._stream.codec_context.height
         self.corrupt_packets = 0
+        self.declared_frames = int(self._stream.frames or 0) if is_file else 0
+        self.frames_read = 0
 
     def __iter__(self) -> Iterator[tuple[Image, float | None]]:
         try:
@@ -97,15 +118,28 @@ class _PyAVStream:
                 except av.InvalidDataError as exc:
                     # One bad packet costs a frame or two, not the stream.
                     self.corrupt_packets += 1
-                    log.warning("%s: skipped a corrupt packet (%s)", self._source_id, exc)
+                    log.warning(
+                        "%s: skipped a corrupt packet (%s)", self._source_id, describe_error(exc)
+                    )
                     continue
                 for frame in frames:
                     image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+                    if frame.rotation:
+                        image = upright(image, frame.rotation)
+                        self.height, self.width = image.shape[:2]
+                    self.frames_read += 1
                     yield image, frame.time
+            if self.frames_read < self.declared_frames:
+                log.warning(
+                    "%s: read %d of the %d frames the file declares (truncated or damaged)",
+                    self._source_id,
+                    self.frames_read,
+                    self.declared_frames,
+                )
         except av.FFmpegError as exc:
-            raise SourceError(f"{self._source_id}: read failed: {_describe(exc)}") from exc
+            raise SourceError(f"{self._source_id}: read failed: {describe_error(exc)}") from exc
         except OSError as exc:  # e.g. a network read that timed out
-            raise SourceError(f"{self._source_id}: read failed: {_describe(exc)}") from exc
+            raise SourceError(f"{self._source_id}: read failed: {describe_error(exc)}") from exc
 
     def close(self) -> None:
         self._container.close()
@@ -122,9 +156,36 @@ class _PyAVStream:
         self.close()
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return redact(text)
+# FFmpeg's errors in words: its errno numbers (1094995529) mean nothing to a user.
+_FFMPEG_WORDS: tuple[tuple[type[BaseException], str], ...] = (
+    (av.error.InvalidDataError, "not a video file, or corrupt"),
+    (av.error.EOFError, "end of file"),
+    (av.error.HTTPNotFoundError, "HTTP 404 (not found)"),
+    (av.error.HTTPForbiddenError, "HTTP 403 (forbidden)"),
+    (av.error.HTTPUnauthorizedError, "HTTP 401 (unauthorized: check the credentials)"),
+    (av.error.HTTPBadRequestError, "HTTP 400 (bad request)"),
+    (av.error.HTTPTooManyRequestsError, "HTTP 429 (too many requests)"),
+    (av.error.HTTPOtherClientError, "an HTTP 4xx error"),
+    (av.error.HTTPServerError, "an HTTP 5xx error (the server failed)"),
+    (av.error.DemuxerNotFoundError, "not a format FFmpeg can read"),
+    (av.error.DecoderNotFoundError, "no decoder for this video's codec"),
+    (av.error.ProtocolNotFoundError, "a protocol FFmpeg cannot read"),
+    (av.error.ExitError, "interrupted"),
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    (TimeoutError, "timed out"),
+    (PermissionError, "permission denied"),
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A few words for why FFmpeg or the OS failed, credentials masked, one line."""
+    for kind, words in _FFMPEG_WORDS:
+        if isinstance(exc, kind):
+            return words
+    strerror = getattr(exc, "strerror", None)
+    text = str(strerror) if strerror else str(exc) or type(exc).__name__
+    return clean(redact(text), 160)
 
 
 class PyAVSource:
@@ -167,15 +228,15 @@ class PyAVSource:
         except FileNotFoundError as exc:
             raise SourceError(f"{self.source_id}: no such file or device") from exc
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"cannot open {self.source_id}: {_describe(exc)}") from exc
+            raise SourceError(f"cannot open {self.source_id}: {describe_error(exc)}") from exc
         if not container.streams.video:
             container.close()
             raise SourceError(f"{self.source_id} has no video stream")
         try:
-            return _PyAVStream(container, self.source_id)
+            return _PyAVStream(container, self.source_id, is_file=not self.is_live)
         except (av.FFmpegError, OSError) as exc:
             container.close()
-            raise SourceError(f"cannot decode {self.source_id}: {_describe(exc)}") from exc
+            raise SourceError(f"cannot decode {self.source_id}: {describe_error(exc)}") from exc
 
 
 class _SyntheticStream:
@@ -226,10 +287,13 @@ class _ImageStream:
     def __init__(self, paths: list[Path], fps: float) -> None:
         self._paths = paths
         self.fps: float | None = fps
-        first = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
-        if first is None:
-            raise SourceError(f"cannot read image {paths[0]}")
-        self.height, self.width = first.shape[:2]
+        for path in paths:  # an unreadable first image is skipped like any other
+            first = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if first is not None:
+                self.height, self.width = first.shape[:2]
+                break
+        else:
+            raise SourceError(f"none of the {len(paths)} images in the folder can be read")
 
     def __iter__(self) -> Iterator[tuple[Image, float | None]]:
         for index, path in enumerate(self._paths):
@@ -289,7 +353,9 @@ def _synthetic(uri: str) -> SyntheticSource:
         seed = int(value("seed", "0"))
         seconds = float(query["seconds"][-1]) if "seconds" in query else None
     except ValueError as exc:
-        raise ConfigError(f"bad synthetic option in {uri!r}: {exc}") from exc
+        raise ConfigError(f"bad synthetic option in {clean(uri, 120)!r}: {exc}") from exc
+    if seconds is not None and not 0 < seconds <= 86_400:
+        raise ConfigError(f"synthetic seconds must be in (0, 86400], got {seconds:g}")
     scene = Scene(
         width=int(size.group(1)), height=int(size.group(2)), fps=fps, objects=objects, seed=seed
     )
@@ -317,11 +383,18 @@ def open_source(uri: str, *, timeouts: Timeouts | None = None) -> Source:
         if not os.path.exists(text):
             raise SourceError(f"no webcam at {text}")
         return PyAVSource(text, is_live=True, device_format="v4l2", timeouts=timeouts)
-    if any(ch in text for ch in "*?[") or Path(text).is_dir():
-        return ImageFolderSource(text)
+    try:
+        return _open_path(text, timeouts)
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise SourceError(f"cannot read {clean(text, 120)}: {describe_error(exc)}") from exc
+
+
+def _open_path(text: str, timeouts: Timeouts | None) -> Source:
     file = Path(text)
+    if file.is_file():  # "Holiday [1080p].mp4" is a file, not a glob
+        return PyAVSource(text, is_live=False, timeouts=timeouts)
+    if any(ch in text for ch in "*?[") or file.is_dir():
+        return ImageFolderSource(text)
     if not file.exists():
-        raise SourceError(f"no such file: {text}")
-    if not file.is_file():
-        raise SourceError(f"not a file: {text}")
-    return PyAVSource(text, is_live=False, timeouts=timeouts)
+        raise SourceError(f"no such file: {clean(text, 200)}")
+    raise SourceError(f"not a file: {clean(text, 200)}")

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.client import Classification, Prediction, parse_predictions
+from streamer.client import MAX_DETECTIONS, Classification, Prediction, parse_predictions
 from streamer.errors import BadResponse
 from streamer.server import ServerThread
 from streamer.server.decode import BadRequest, decode_base64_image, parse_params
@@ -77,7 +77,7 @@ def test_near_valid_answers(predictions: list[dict[str, Any]], top: str | None) 
         assert np.all(result.detections.xyxy[:, 2] >= result.detections.xyxy[:, 0])
 
 
-def test_huge_answer_parses_quickly() -> None:
+def test_answers_up_to_the_cap_parse_and_beyond_it_are_refused() -> None:
     item = {
         "x": 10,
         "y": 10,
@@ -87,8 +87,10 @@ def test_huge_answer_parses_quickly() -> None:
         "class": "a",
         "class_id": 0,
     }
-    result = parse_predictions({"predictions": [item] * 50_000})
-    assert len(result.detections) == 50_000
+    result = parse_predictions({"predictions": [item] * MAX_DETECTIONS})
+    assert len(result.detections) == MAX_DETECTIONS
+    with pytest.raises(BadResponse, match="100000 predictions, more than the 10000"):
+        parse_predictions({"predictions": [item] * 100_000})
 
 
 @FUZZ

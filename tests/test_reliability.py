@@ -358,7 +358,7 @@ def test_webhooks_verify_tls(tmp_path: Path) -> None:
         thread.join(5)
         httpd.server_close()
     assert received == []  # the certificate was not trusted, nothing was sent
-    assert sink.dropped == 1
+    assert sink.undelivered == 1
 
 
 def test_recorded_run_through_429_storms_and_hanging_requests(

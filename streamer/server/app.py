@@ -236,7 +236,7 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
     raw = await _read_body(request, limit)
     try:
         payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadRequest("body is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object")

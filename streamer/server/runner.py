@@ -130,6 +130,7 @@ class ServerThread:
 def serve(config: ServerConfig, *, access_log: bool = False) -> None:
     """Serve in the foreground until SIGINT/SIGTERM."""
     sock = _bind(config.host, config.port)
+    log.info("serving on http://%s:%d", config.host, sock.getsockname()[1])
     server, service = _uvicorn_server(config, None, access_log)
     try:
         server.run(sockets=[sock])  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ import collections
 import enum
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +34,14 @@ class Output:
 
 
 class Sink(Protocol):
+    """An output. ``write`` and ``close`` run on the sink's own worker thread, never
+    anywhere else (GUI toolkits and HTTP clients stay on the thread that made them).
+
+    Optional methods, looked up by name: ``idle()`` (on the worker thread, every
+    half second with nothing to write) and ``interrupt()`` (from any thread: stop
+    waiting on retries, the run is being stopped).
+    """
+
     name: str
     wants_image: bool
 
@@ -48,24 +57,42 @@ class DropPolicy(enum.Enum):
 
 
 class SinkWorker:
-    """Runs ``sink`` on thread ``streamer-sink-<name>``; ``put`` never blocks forever."""
+    """Runs ``sink`` on thread ``streamer-sink-<name>``; ``put`` never blocks forever.
+
+    A sink that fails is reported once (``on_failure``, on the worker thread) and
+    gets nothing more; the other sinks are not affected.
+    """
 
     def __init__(
-        self, sink: Sink, *, capacity: int = 64, policy: DropPolicy = DropPolicy.BLOCK
+        self,
+        sink: Sink,
+        *,
+        capacity: int = 64,
+        policy: DropPolicy = DropPolicy.BLOCK,
+        on_failure: Callable[[SinkWorker], None] | None = None,
     ) -> None:
         self.sink = sink
         self.policy = policy
         self.capacity = capacity
+        self._on_failure = on_failure
         self._items: collections.deque[Output] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._closed = False
         self.dropped = 0
         self.written = 0
         self.error: SinkError | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"streamer-sink-{sink.name}", daemon=True
         )
+
+    def start(self) -> SinkWorker:
         self._thread.start()
+        return self
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     def put(self, output: Output, timeout: float = 10.0) -> bool:
         """Queue ``output``; ``False`` if it was dropped (policy, failure or timeout)."""
@@ -85,56 +112,89 @@ class SinkWorker:
                 ):
                     self.dropped += 1
                     log.warning(
-                        "sink %s: queue full for %.0f s, output dropped", self.sink.name, timeout
+                        "%s output: queue full for %.0f s, output dropped", self.sink.name, timeout
                     )
+                    return False
+                if self.error is not None:
+                    self.dropped += 1
                     return False
             self._items.append(output)
             self._cond.notify_all()
             return True
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._items and not self._closing:
-                    self._cond.wait(_IDLE_S)
-                if not self._items:
-                    if self._closing:
-                        return
-                    idle = getattr(self.sink, "idle", None)
-                    if callable(idle):
-                        self._call(idle)
-                    continue
-                output = self._items.popleft()
-                self._cond.notify_all()
-            if self.error is None:
-                self._call(self.sink.write, output)
+        try:
+            while True:
+                with self._cond:
+                    if not self._items and not self._closing:
+                        self._cond.wait(_IDLE_S)
+                    if not self._items:
+                        if self._closing:
+                            return
+                        idle = getattr(self.sink, "idle", None)
+                        if callable(idle) and self.error is None:
+                            self._call(idle)
+                        continue
+                    output = self._items.popleft()
+                    self._cond.notify_all()
                 if self.error is None:
-                    self.written += 1
+                    self._call(self.sink.write, output)
+                    if self.error is None:
+                        self.written += 1
+                else:
+                    self.dropped += 1
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Close the sink on its own thread (files finalized, windows destroyed there)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        self._call(self.sink.close)
 
     def _call(self, method: Any, *args: Any) -> None:
         try:
             method(*args)
-        except SinkError as exc:
-            with self._cond:
-                self.error = exc
-                self._cond.notify_all()
-            log.error("sink %s failed: %s", self.sink.name, exc)
         except Exception as exc:  # a bug in a sink must not take down the pipeline
+            error = (
+                exc
+                if isinstance(exc, SinkError)
+                else SinkError(f"{self.sink.name}: {type(exc).__name__}: {exc}")
+            )
             with self._cond:
-                self.error = SinkError(f"{self.sink.name}: {type(exc).__name__}: {exc}")
+                first = self.error is None
+                self.error = self.error or error
                 self._cond.notify_all()
-            log.exception("sink %s failed", self.sink.name)
+            if not first:
+                return
+            if isinstance(exc, SinkError):
+                log.error("%s output failed: %s", self.sink.name, exc)
+            else:
+                log.error("%s output failed", self.sink.name, exc_info=exc)
+            if self._on_failure is not None:
+                try:
+                    self._on_failure(self)
+                except Exception:
+                    log.exception("sink failure callback failed")
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then close the sink (finalize files), within ``timeout``."""
+    def close(self, timeout: float = 10.0, *, interrupt: bool = False) -> None:
+        """Write what is queued, then close the sink, within ``timeout``.
+
+        ``interrupt``: the run is being stopped; the sink stops retrying (a webhook
+        makes one short last attempt) so that shutdown takes seconds, not minutes.
+        """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        if interrupt:
+            stop = getattr(self.sink, "interrupt", None)
+            if callable(stop):
+                stop()
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._finish()  # never started: close here, nothing else will
+            return
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.warning("sink %s did not drain within %.0f s", self.sink.name, timeout)
-        try:
-            self.sink.close()
-        except SinkError as exc:
-            self.error = self.error or exc
-            log.error("sink %s failed to close: %s", self.sink.name, exc)
+            log.warning("%s output did not finish within %.1f s", self.sink.name, timeout)

@@ -1,25 +1,69 @@
-"""A window showing the annotated frames (cv2.imshow); q or Esc asks the pipeline to stop."""
+"""A window showing the annotated frames (cv2.imshow); q or Esc asks the pipeline to stop.
+
+Every HighGUI call (namedWindow, imshow, waitKey, destroyWindow) runs on this sink's
+own worker thread, the one thread that owns the window. The display is checked when
+the sink is made, before the run: Qt aborts the whole process (exit 134, records
+lost) when it cannot open one, so a missing display must be found first.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 
 from streamer.errors import SinkError
 from streamer.sinks.base import Output
 
-__all__ = ["DisplaySink", "display_available"]
+__all__ = ["DisplaySink", "display_problem"]
 
 _QUIT_KEYS = (ord("q"), ord("Q"), 27)
+_X11_TCP_BASE = 6000
 
 
-def display_available() -> bool:
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+def _x11_reachable(display: str) -> bool:
+    """Whether an X server answers at ``display`` (``:0``, ``unix:1``, ``host:0.0``)."""
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".", 1)[0]
+    if not number.isdigit():
+        return False
+    try:
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                path = f"/tmp/.X11-unix/X{number}"
+                try:
+                    sock.connect(path)
+                except OSError:
+                    sock.connect(f"\0{path}")  # the abstract socket, where it is used
+                return True
+        with socket.create_connection((host, _X11_TCP_BASE + int(number)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def display_problem() -> str | None:
+    """Why no window can be opened here, or ``None`` when one can."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if os.environ.get("QT_QPA_PLATFORM", "").startswith(("offscreen", "minimal")):
+        return None
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    if wayland:
+        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+        if Path(runtime, wayland).exists() or Path(wayland).is_absolute():
+            return None
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return "there is none (DISPLAY is not set)"
+    if not _x11_reachable(display):
+        return f"DISPLAY={display[:40]} cannot be opened (no X server answers there)"
+    return None
 
 
 class DisplaySink:
@@ -27,10 +71,9 @@ class DisplaySink:
     wants_image = True
 
     def __init__(self, title: str, *, on_quit: Callable[[], None]) -> None:
-        if not display_available():
-            raise SinkError(
-                "--show needs a display, and there is none (DISPLAY is not set); use --output"
-            )
+        problem = display_problem()
+        if problem is not None:
+            raise SinkError(f"--show needs a display, and {problem}; use --output instead")
         self.title = title
         self._on_quit = on_quit
         self._opened = False
@@ -50,5 +93,6 @@ class DisplaySink:
 
     def close(self) -> None:
         if self._opened:
+            self._opened = False
             cv2.destroyWindow(self.title)
             cv2.waitKey(1)

@@ -1,9 +1,14 @@
 """Annotated video through PyAV (H.264), keeping the source's timing.
 
-Recorded mode: the stream's own frame rate as an exact fraction (30000/1001 stays
-30000/1001) and each frame's pts from the source, so the output neither drifts nor
-drops. Live mode: a millisecond time base and pts from capture times, so a
-variable output rate plays back at the speed it happened.
+Recorded mode: each frame keeps its own pts from the source on a 1/90000 s clock
+(exact for 30000/1001, 25, 24, 60 fps and for variable-rate files alike), and the
+stream declares the source's rate as an exact fraction. Live mode: a millisecond
+clock and pts from capture times, so a variable output rate plays back at the
+speed it happened. In both, the encoder's own time base is the stream's, and
+timestamps are made strictly increasing whatever the capture clock did.
+
+The file is written under a temporary name and renamed into place when finished
+(``streamer.outputs``): a killed run never leaves an unreadable file at the target.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import cv2
 import numpy as np
 
 from streamer.errors import SinkError
+from streamer.outputs import OutputFile
 from streamer.sinks.base import Output
 
 __all__ = ["VideoSink"]
 
 log = logging.getLogger(__name__)
+
+RECORDED_TIME_BASE = Fraction(1, 90000)
+LIVE_TIME_BASE = Fraction(1, 1000)
 
 
 class VideoSink:
@@ -30,37 +39,46 @@ class VideoSink:
 
     def __init__(
         self,
-        path: str | Path,
+        target: str | Path | OutputFile,
         *,
         live: bool,
         codec: str = "libx264",
         preset: str = "ultrafast",
         crf: int = 23,
     ) -> None:
-        self.path = str(path)
+        """``target``: a path (claimed here, renamed into place on close) or an
+        ``OutputFile`` claimed by the caller, who then commits or discards it."""
+        if isinstance(target, OutputFile):
+            self._claim, self._owns_claim = target, False
+        else:
+            parent = Path(target).parent
+            if not parent.is_dir():
+                raise SinkError(f"cannot write {target}: folder {parent} does not exist")
+            self._claim, self._owns_claim = OutputFile.claim(target), True
+        self.path = str(self._claim.target)
         self.live = live
         self._codec = codec
         self._options: dict[str, object] = {"preset": preset, "crf": str(crf)}
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
-        self._time_base = Fraction(1, 1000)
+        self._time_base = LIVE_TIME_BASE if live else RECORDED_TIME_BASE
         self._first_capture: float | None = None
         self._last_pts = -1
         self.frames = 0
-        parent = Path(self.path).parent
-        if not parent.is_dir():
-            raise SinkError(f"cannot write {self.path}: folder {parent} does not exist")
+        self.failed = False
 
     def _open(self, output: Output) -> None:
         height, width = output.frame.image.shape[:2]
+        if width < 2 or height < 2:
+            raise SinkError(
+                f"cannot write video {self.path}: {width}x{height} frames are too small"
+            )
+        if self.live or not output.source_fps:
+            rate = Fraction(30)
+        else:
+            rate = Fraction(output.source_fps).limit_denominator(1001)
         try:
-            container = av.open(self.path, mode="w")
-            if self.live or not output.source_fps:
-                rate = Fraction(30)
-                self._time_base = Fraction(1, 1000)
-            else:
-                rate = Fraction(output.source_fps).limit_denominator(1001)
-                self._time_base = 1 / rate
+            container = av.open(str(self._claim.temp), mode="w")
             stream = container.add_stream(self._codec, rate=rate)
             if not isinstance(stream, av.VideoStream):
                 raise SinkError(f"{self._codec} is not a video codec")
@@ -68,6 +86,9 @@ class VideoSink:
             stream.height = height - height % 2
             stream.pix_fmt = "yuv420p"
             stream.time_base = self._time_base
+            # the encoder's clock as fine as the stream's: two frames 10 ms apart must not
+            # round onto the same tick of a 1/30 s clock (EINVAL from the encoder)
+            stream.codec_context.time_base = self._time_base
             stream.options = self._options
             stream.codec_context.thread_type = "FRAME"
         except (av.FFmpegError, OSError, ValueError) as exc:
@@ -110,18 +131,39 @@ class VideoSink:
             frame.time_base = self._time_base
             self._container.mux(self._stream.encode(frame))
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise SinkError(f"cannot write video {self.path}: {exc}") from exc
+            self.failed = True
+            raise SinkError(f"cannot write video {self.path}: {_reason(exc)}") from exc
         self.frames += 1
 
     def close(self) -> None:
-        if self._container is None:
-            return
         container, self._container = self._container, None
         try:
-            if self._stream is not None:
-                container.mux(self._stream.encode(None))
-        except (av.FFmpegError, OSError) as exc:
-            raise SinkError(f"cannot finish video {self.path}: {exc}") from exc
+            if container is not None:
+                try:
+                    if self._stream is not None and not self.failed:
+                        container.mux(self._stream.encode(None))
+                except (av.FFmpegError, OSError) as exc:
+                    self.failed = True
+                    raise SinkError(f"cannot finish video {self.path}: {_reason(exc)}") from exc
+                finally:
+                    try:
+                        container.close()
+                    except (av.FFmpegError, OSError) as exc:
+                        if not self.failed:
+                            self.failed = True
+                            raise SinkError(
+                                f"cannot finish video {self.path}: {_reason(exc)}"
+                            ) from exc
         finally:
-            container.close()
-        log.info("wrote %d frames to %s", self.frames, self.path)
+            if self._owns_claim:
+                if self.failed:
+                    self._claim.discard()  # an unfinished MP4 cannot be played: keep nothing
+                else:
+                    self._claim.commit()
+        if not self.failed and self.frames:
+            log.info("wrote %d frames to %s", self.frames, self.path)
+
+
+def _reason(exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else str(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from typing import Any
 
@@ -16,6 +17,22 @@ from streamer.sinks.base import Output
 __all__ = ["WebhookSink"]
 
 log = logging.getLogger(__name__)
+
+_LAST_TRY_S = 1.0  # once interrupted: one short attempt for what is left, then give up
+
+
+def check_webhook_url(url: str) -> httpx.URL:
+    """The URL parsed, or a ``ConfigError`` that does not show its credentials."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port  # httpx checks the port's range while parsing
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise ConfigError(f"webhook URL {redact(url)[:200]!r} is not valid: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"webhook URL must be http(s)://..., got {redact(url)[:200]!r}")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"webhook URL port must be 1..65535, got {port}")
+    return parsed
 
 
 class WebhookSink:
@@ -38,19 +55,23 @@ class WebhookSink:
         retries: int = 3,
         timeout: float = 5.0,
     ) -> None:
-        parsed = httpx.URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ConfigError(f"webhook URL must be http(s)://..., got {redact(url)!r}")
+        check_webhook_url(url)
         self.url = url
         self.batch_size = batch_size
         self.interval = interval
         self.retries = retries
         self._outbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=outbox)
         self._last_post = time.monotonic()
+        self._interrupted = threading.Event()
         self.dropped = 0
         self.posted = 0
         install_log_redaction("httpx")
         self._http = httpx.Client(timeout=timeout, verify=True)
+
+    @property
+    def undelivered(self) -> int:
+        """Records that never reached the endpoint: dropped from the outbox, or left in it."""
+        return self.dropped + len(self._outbox)
 
     def write(self, output: Output) -> None:
         if len(self._outbox) == self._outbox.maxlen:
@@ -63,12 +84,20 @@ class WebhookSink:
         if self._outbox and time.monotonic() - self._last_post >= self.interval:
             self._post()
 
-    def _post(self) -> None:
+    def interrupt(self) -> None:
+        """From any thread: stop retrying; ``close`` makes one short last attempt."""
+        self._interrupted.set()
+
+    def _post(self, *, timeout: float | None = None) -> None:
         batch = list(self._outbox)[: self.batch_size * 5]
         self._last_post = time.monotonic()
-        for attempt in range(self.retries + 1):
+        retries = 0 if self._interrupted.is_set() else self.retries
+        reason = "not sent"
+        for attempt in range(retries + 1):
             try:
-                response = self._http.post(self.url, json=batch)
+                response = self._http.post(
+                    self.url, json=batch, timeout=timeout if timeout else httpx.USE_CLIENT_DEFAULT
+                )
                 if response.status_code < 300:
                     for _ in batch:
                         self._outbox.popleft()
@@ -77,16 +106,23 @@ class WebhookSink:
                 reason = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 reason = type(exc).__name__
-            if attempt < self.retries:
-                time.sleep(min(2.0, 0.2 * 2**attempt))
+            if attempt < retries and self._interrupted.wait(min(2.0, 0.2 * 2**attempt)):
+                break
         log.warning(
-            "webhook %s: %s; %d records kept for later", redact(self.url), reason, len(self._outbox)
+            "webhook %s: %s; %d records kept for later",
+            redact(self.url)[:200],
+            reason,
+            len(self._outbox),
         )
 
     def close(self) -> None:
-        if self._outbox:
-            self._post()
-        if self._outbox:
-            self.dropped += len(self._outbox)
-            log.warning("webhook: %d records could not be delivered", len(self._outbox))
-        self._http.close()
+        try:
+            while self._outbox:
+                left = len(self._outbox)
+                self._post(timeout=_LAST_TRY_S if self._interrupted.is_set() else None)
+                if len(self._outbox) >= left or self._interrupted.is_set():
+                    break
+            if self._outbox:
+                log.warning("webhook: %d records could not be delivered", self.undelivered)
+        finally:
+            self._http.close()
