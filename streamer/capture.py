@@ -184,6 +184,7 @@ class CaptureThread:
         self._size: tuple[int, int] | None = None
         self._rng = random.Random()
         self._streamed = False  # any frame delivered, ever
+        self._index = 0  # the next frame's index: every decoded frame counts
         self._started_at = time.monotonic()
         self._last_reason = ""
         self._thread = threading.Thread(
@@ -285,8 +286,12 @@ class CaptureThread:
             except Exception:
                 log.exception("state callback failed")
 
+    def _reason(self, text: str) -> str:
+        """``text`` without the source's name in front (the log line already has it)."""
+        name = self.source.source_id
+        return text.replace(f"{name}: ", "").replace(f" {name}", "")
+
     def _run(self) -> None:
-        index = 0
         attempt = 0
         self._started_at = time.monotonic()
         try:
@@ -295,24 +300,30 @@ class CaptureThread:
                 try:
                     stream = self.source.open()
                 except SourceError as exc:
-                    if not self._retry(attempt := attempt + 1, str(exc)):
+                    if not self._retry(attempt := attempt + 1, self._reason(str(exc))):
                         return
                     continue
+                before = self._index
                 try:
-                    index, got_frames, reason = self._pump(stream, index)
+                    reason = self._pump(stream)
                 except SourceError as exc:
-                    got_frames, reason = True, str(exc)  # a stall or read error: try again
+                    reason = str(exc)  # a stall or read error: try again (live)
+                    if not self.source.is_live:
+                        # a file read again from the start would repeat its frames
+                        self._set_state(SourceState.FAILED, self._reason(reason))
+                        return
                 finally:
                     stream.close()
+                got_frames = self._index > before
                 if self._stop.is_set():
                     return
                 if reason is None:  # end of stream
                     if not self.source.is_live:
-                        self._set_state(SourceState.ENDED, f"{index} frames")
+                        self._set_state(SourceState.ENDED, f"{self._index} frames")
                         return
                     reason = "end of stream"
                 attempt = 0 if got_frames else attempt
-                if not self._retry(attempt := attempt + 1, reason):
+                if not self._retry(attempt := attempt + 1, self._reason(reason)):
                     return
         finally:
             self._done.set()
@@ -364,8 +375,12 @@ class CaptureThread:
                 )
             self._size = size
 
-    def _pump(self, stream: Stream, index: int) -> tuple[int, bool, str | None]:
-        """Deliver frames until end of stream (reason None) or a stall (reason given)."""
+    def _pump(self, stream: Stream) -> str | None:
+        """Deliver frames until end of stream (``None``) or a stall (the reason).
+
+        ``self._index`` counts every frame delivered, across reconnects, so indices
+        never repeat even when a read fails mid-stream.
+        """
         with self._lock:
             self._declared_fps = stream.fps
         got_frames = False
@@ -391,20 +406,24 @@ class CaptureThread:
                     break
                 now = time.monotonic()
             if now - last_frame > self.config.stall_timeout:
-                return index, got_frames, f"stalled: no frame for {now - last_frame:.1f} s"
-            self._note_interval(now - last_frame if index else None)
+                return f"stalled: no frame for {now - last_frame:.1f} s"
+            self._note_interval(now - last_frame if self._index else None)
             last_frame = now
             frame = Frame(
-                image=image, index=index, source_id=self.source.source_id, pts=pts, captured_at=now
+                image=image,
+                index=self._index,
+                source_id=self.source.source_id,
+                pts=pts,
+                captured_at=now,
             )
-            index += 1
+            self._index += 1
             if not self._deliver(frame, stream):
                 break
         corrupt = getattr(stream, "corrupt_packets", 0)
         if corrupt:
             with self._lock:
                 self._counts["corrupt"] += corrupt
-        return index, got_frames, None
+        return None
 
     def _note_interval(self, seconds: float | None) -> None:
         with self._lock:

@@ -181,6 +181,9 @@ class OutputFile:
         try:
             if not self.written:
                 return None
+            if self.temp.stat().st_size == 0:  # nothing worth keeping
+                self.temp.unlink()
+                return None
             os.replace(self.temp, self.partial)
             return self.partial
         finally:

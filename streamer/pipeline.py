@@ -245,7 +245,7 @@ class Pipeline:
 
     def _capture_event(self, event: StateEvent) -> None:
         if event.state is SourceState.FAILED:
-            self._fail(SourceError(event.detail))
+            self._fail(SourceError(f"{event.source_id}: {event.detail}"))
         if self._on_status is not None:
             self._on_status(event)
 

@@ -452,7 +452,10 @@ def run(
         started = time.monotonic()
         received = _drive(pipeline, config, _total_frames(source), live)
         code, error = _outcome(pipeline, config, received)
-        outputs.settle(code in (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM), pipeline.sink_errors)
+        # outputs that did not fail themselves are whole after a signal or another output failed
+        outputs.settle(
+            code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM), pipeline.sink_errors
+        )
         print(_summary(pipeline, time.monotonic() - started, outputs), file=sys.stderr)
         if error is not None:
             print(f"streamer: error: {redact(str(error), api_key)}", file=sys.stderr)

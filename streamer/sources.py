@@ -11,6 +11,7 @@ iteration is end of stream; failures raise ``SourceError``.
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -109,6 +110,7 @@ class _PyAVStream:
         self.corrupt_packets = 0
         self.declared_frames = int(self._stream.frames or 0) if is_file else 0
         self.frames_read = 0
+        self._http_file = is_file and source_id.lower().startswith(("http://", "https://"))
 
     def __iter__(self) -> Iterator[tuple[Image, float | None]]:
         try:
@@ -136,10 +138,16 @@ class _PyAVStream:
                     self.frames_read,
                     self.declared_frames,
                 )
-        except av.FFmpegError as exc:
-            raise SourceError(f"{self._source_id}: read failed: {describe_error(exc)}") from exc
-        except OSError as exc:  # e.g. a network read that timed out
-            raise SourceError(f"{self._source_id}: read failed: {describe_error(exc)}") from exc
+        except (av.FFmpegError, OSError) as exc:  # OSError: e.g. a network read timed out
+            hint = ""
+            if self._http_file and isinstance(exc, OSError) and exc.errno == errno.EIO:
+                hint = (
+                    " (an HTTP server without range requests, serving a file whose index is"
+                    " at its end? download it first)"
+                )
+            raise SourceError(
+                f"{self._source_id}: read failed: {describe_error(exc)}{hint}"
+            ) from exc
 
     def close(self) -> None:
         self._container.close()
@@ -283,12 +291,29 @@ class SyntheticSource:
         return _SyntheticStream(self.scene, count, self.realtime)
 
 
+def read_image(path: Path) -> Image | None:
+    """The image at ``path`` in BGR, or ``None`` if it cannot be read whole.
+
+    A JPEG without its end marker (cut short by a copy or a crash) is refused before
+    libjpeg sees it: libjpeg would decode half a picture and print its own warning
+    straight to the terminal.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else np.asarray(image, dtype=np.uint8)
+
+
 class _ImageStream:
     def __init__(self, paths: list[Path], fps: float) -> None:
         self._paths = paths
         self.fps: float | None = fps
         for path in paths:  # an unreadable first image is skipped like any other
-            first = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            first = read_image(path)
             if first is not None:
                 self.height, self.width = first.shape[:2]
                 break
@@ -297,11 +322,11 @@ class _ImageStream:
 
     def __iter__(self) -> Iterator[tuple[Image, float | None]]:
         for index, path in enumerate(self._paths):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = read_image(path)
             if image is None:
-                log.warning("skipped unreadable image %s", path)
+                log.warning("skipped an unreadable or truncated image: %s", path)
                 continue
-            yield np.asarray(image, dtype=np.uint8), index / (self.fps or 1.0)
+            yield image, index / (self.fps or 1.0)
 
     def close(self) -> None:
         pass

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import http.server
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from streamer.server import FaultConfig, ServerConfig, ServerThread
-from streamer.synth import Scene
+from streamer.synth import Scene, write_video
 from tests.helpers import ServerFactory, shared_dir
 
 
@@ -70,3 +72,50 @@ def client(server: ServerThread) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def scene() -> Scene:
     return Scene(width=640, height=360, fps=30, objects=5, seed=3)
+
+
+@pytest.fixture(scope="session")
+def make_clip(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``make_clip(seconds=4, width=640, height=360, fps=30, objects=4, seed=2)``: an H.264
+    clip of a synthetic scene, made once per set of arguments for the whole session."""
+    made: dict[tuple[object, ...], Path] = {}
+    folder = tmp_path_factory.mktemp("clips")
+
+    def make(
+        seconds: float = 4,
+        *,
+        width: int = 640,
+        height: int = 360,
+        fps: float = 30,
+        objects: int = 4,
+        seed: int = 2,
+    ) -> Path:
+        key = (seconds, width, height, fps, objects, seed)
+        if key not in made:
+            path = folder / f"clip-{len(made)}.mp4"
+            scene = Scene(width=width, height=height, fps=fps, objects=objects, seed=seed)
+            write_video(path, scene, seconds=seconds)
+            made[key] = path
+        return made[key]
+
+    return make
+
+
+@pytest.fixture
+def serve_http() -> Iterator[Callable[[type[http.server.BaseHTTPRequestHandler]], str]]:
+    """``serve_http(Handler)``: a threaded HTTP server on 127.0.0.1 for this test; its URL."""
+    servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+
+    def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> str:
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        thread = threading.Thread(target=httpd.serve_forever, name="test-http", daemon=True)
+        thread.start()
+        servers.append((httpd, thread))
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield serve
+    for httpd, thread in servers:
+        httpd.shutdown()
+        thread.join(5)
+        httpd.server_close()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+import av
 import cv2
 import numpy as np
 
@@ -58,3 +64,63 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+STREAMER = [sys.executable, "-m", "streamer.cli"]
+
+
+def run_cli(
+    *args: str, timeout: float = 120, env: Mapping[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``streamer ARGS`` in a subprocess, as a user runs it; ``run`` gets ``--no-progress``."""
+    extra = ["--no-progress"] if args and args[0] == "run" else []
+    return subprocess.run(
+        [*STREAMER, *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(env) if env is not None else None,
+        input=stdin,
+    )
+
+
+def start_cli(*args: str, **popen: Any) -> subprocess.Popen[str]:
+    """``streamer ARGS`` started in the background (stdout and stderr piped)."""
+    extra = ["--no-progress"] if args and args[0] == "run" else []
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([*STREAMER, *args, *extra], text=True, **popen)
+
+
+def wait_for(
+    condition: Callable[[], object], *, timeout: float = 30.0, what: str = "a condition"
+) -> None:
+    """Poll ``condition`` until it is true: a readiness signal, never a fixed sleep.
+
+    ``timeout`` only bounds a broken run; a busy machine just takes longer to get there.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def count_lines(path: Path) -> int:
+    """Whole lines in ``path`` so far, or in its temporary twin while the run writes it."""
+    for candidate in (path, path.parent / f".{path.stem}.streamer-tmp{path.suffix}"):
+        try:
+            return candidate.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            continue
+    return 0
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def decode(path: Path) -> list[av.VideoFrame]:
+    with av.open(str(path)) as container:
+        return list(container.decode(video=0))
