@@ -247,8 +247,9 @@ _RUN_OPTIONS: dict[str, tuple[object, str]] = {
     "--jpeg-quality": (int, "JPEG quality of uploads (80)"),
     "--rate-limit": (_positive_float, "requests/s cap per key (20 on *.roboflow.com, else none)"),
     "--max-retries": (int, "retries per frame on 429/5xx/timeouts (3)"),
-    "--max-retry-wait": (_non_negative_float, "longest Retry-After honoured, seconds (60); "
-                         "a 429 asking for longer ends the run with exit 6"),
+    "--max-retry-wait": (_non_negative_float, "the longest the run waits on the API, "
+                         "seconds (60): a 429 with a longer Retry-After, or (recorded) every "
+                         "request failing for longer, ends the run with exit 6"),
     "--max-failed": (_fraction, "fraction of sent frames that may fail before the run exits "
                      "6 (1.0: only when every one failed)"),
     "--request-timeout": (_positive_float, "seconds for a whole request, connect to last "

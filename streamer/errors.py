@@ -16,6 +16,7 @@
     │   ├── ServerError                  5xx
     │   ├── InferenceTimeout (TimeoutError)
     │   ├── ConnectionFailed (ConnectionError)
+    │   ├── ApiUnavailable               every request failed for longer than the run waits
     │   └── BadResponse                  malformed JSON, an HTML page, a redirect, absurd sizes
     └── SinkError                        an output could not be written
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 from streamer.redaction import redact
 
 __all__ = [
+    "ApiUnavailable",
     "AuthError",
     "BadResponse",
     "ConfigError",
@@ -119,6 +121,10 @@ class InferenceTimeout(InferenceError, TimeoutError):
 
 class ConnectionFailed(InferenceError, ConnectionError):
     """The inference server could not be reached."""
+
+
+class ApiUnavailable(InferenceError):
+    """The API failed every request for longer than a recorded run waits for it."""
 
 
 class BadResponse(InferenceError):

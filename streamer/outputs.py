@@ -101,6 +101,8 @@ def check_outputs(inputs: Iterable[str | Path], outputs: Mapping[str, str | None
             if flag == "--jsonl":
                 continue
             raise ConfigError(f"{flag} cannot be '-' (stdout); give a file name")
+        if Path(path).is_dir():
+            raise ConfigError(f"{flag} {path} is a folder; give a file name")
         if flag == "--output" and Path(path).suffix.lower() not in VIDEO_SUFFIXES:
             raise ConfigError(
                 f"--output {path}: the video is H.264, which needs one of "

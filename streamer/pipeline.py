@@ -39,6 +39,7 @@ import supervision as sv
 from streamer.capture import CaptureConfig, CaptureThread, ReconnectPolicy, SourceState, StateEvent
 from streamer.client import RoboflowClient
 from streamer.errors import (
+    ApiUnavailable,
     AuthError,
     ModelNotFound,
     PlanError,
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.1
 _END = object()
 # Errors after which every further request fails the same way: stop, say why.
-_FATAL = (AuthError, ModelNotFound, PlanError, QuotaExhausted)
+_FATAL = (AuthError, ModelNotFound, PlanError, QuotaExhausted, ApiUnavailable)
 
 
 @dataclass(frozen=True)

@@ -315,6 +315,7 @@ def _settings(config: RunConfig, live: bool, target: Target) -> PipelineSettings
             max_retries=config.max_retries,
             rate_limit=_rate_limit(config, target),
             max_retry_wait=config.max_retry_wait,
+            outage_wait=config.max_retry_wait,
         ),
         stall_timeout=config.stall_timeout,
         connect_timeout=None if config.reconnect == "forever" else config.connect_timeout,

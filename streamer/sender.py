@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from streamer.client import Prediction, Prepared, RoboflowClient
 from streamer.errors import (
-    BadResponse,
+    ApiUnavailable,
     ConfigError,
     ConnectionFailed,
     InferenceError,
@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _RETRIABLE = (RateLimited, ServerError, InferenceTimeout, ConnectionFailed)
-_BREAKER_FAILURES = (ServerError, InferenceTimeout, ConnectionFailed, BadResponse)
+# An API that is down or failing; not BadResponse: a server that answers garbage is up,
+# and each frame gets its own failed record instead of waiting out an "outage".
+_BREAKER_FAILURES = (ServerError, InferenceTimeout, ConnectionFailed)
 
 
 class PoolFull(StreamerError):
@@ -84,7 +86,9 @@ class SenderConfig:
     # short: one probe a second costs the API nothing, and a live view is back within
     # about a second of the API
     breaker_cooldown: float = 1.0
-    outage_wait: float = 60.0  # no deadline (recorded): wait this long for an open breaker
+    # no deadline (recorded): frames wait for an API failing every request this long,
+    # then the run gives up (ApiUnavailable) instead of crawling through the file
+    outage_wait: float = 60.0
     submit_timeout: float = 0.0
     # a 429 asking to wait longer than this means the quota is spent: fail, don't hang
     max_retry_wait: float = 60.0
@@ -218,11 +222,19 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._consecutive = 0
         self._opened_at = 0.0
+        self._failing_since: float | None = None  # first failure of the current streak
+        self._warned_at = 0.0
         self._probing = False
+        self.last_error = ""
 
     @property
     def state(self) -> BreakerState:
         return self._state
+
+    def failing_for(self) -> float:
+        """Seconds since the first of the failures in a row; 0 while requests succeed."""
+        since = self._failing_since
+        return 0.0 if since is None else self._clock() - since
 
     def retry_in(self) -> float:
         return max(0.0, self._opened_at + self.cooldown - self._clock())
@@ -244,6 +256,7 @@ class CircuitBreaker:
     def record_success(self) -> None:
         with self._lock:
             self._consecutive = 0
+            self._failing_since = None
             self._probing = False
             if self._state is not BreakerState.CLOSED:
                 self._set(BreakerState.CLOSED, "the API answers again")
@@ -251,6 +264,9 @@ class CircuitBreaker:
     def record_failure(self, error: Exception) -> None:
         with self._lock:
             self._consecutive += 1
+            if self._failing_since is None:
+                self._failing_since = self._clock()
+            self.last_error = str(error)
             self._probing = False
             if self._state is BreakerState.HALF_OPEN or (
                 self._state is BreakerState.CLOSED and self._consecutive >= self.failures
@@ -266,11 +282,18 @@ class CircuitBreaker:
             self._probing = False
 
     def _set(self, state: BreakerState, why: str) -> None:
-        self._state = state
-        if state is BreakerState.OPEN:
-            log.warning("circuit breaker open for %.1f s: %s", self.cooldown, why)
-        else:
-            log.info("circuit breaker %s: %s", state.value, why)
+        previous, self._state = self._state, state
+        if state is BreakerState.OPEN and previous is BreakerState.CLOSED:
+            self._warned_at = self._clock()
+            log.warning("the API is failing: pausing requests (%s)", why)
+        elif state is BreakerState.CLOSED:
+            log.warning("the API answers again (%s)", why)
+        else:  # each failed probe: a line a minute at most, not one a second
+            now = self._clock()
+            level = logging.DEBUG
+            if state is BreakerState.OPEN and now - self._warned_at >= 60:
+                self._warned_at, level = now, logging.WARNING
+            log.log(level, "circuit breaker %s: %s", state.value, why)
         if self._on_change is not None:
             self._on_change(state, why)
 
@@ -468,24 +491,11 @@ class SenderPool:
         attempt = 0
         while True:
             if not self.breaker.allow():
-                # A frame without a deadline (recorded video) waits for the API to come
-                # back rather than failing fast through the rest of the file.
-                waited = time.monotonic() - started
-                if job.deadline is None and waited < config.outage_wait:
-                    if not self._sleep_until(
-                        time.monotonic() + min(0.1, self.breaker.retry_in() + 0.01)
-                    ):
-                        self._finish(
-                            job, Status.FAILED, error=CircuitOpen("pool closed during an outage")
-                        )
-                        return
+                blocked = self._blocked(job)
+                if blocked is None:
                     continue
-                retry_in = self.breaker.retry_in()
-                opened = CircuitOpen(
-                    f"circuit open after repeated failures; retry in {retry_in:.1f} s"
-                )
                 self._finish(
-                    job, Status.FAILED, error=opened, timings=_with(timings, started, attempt)
+                    job, Status.FAILED, error=blocked, timings=_with(timings, started, attempt)
                 )
                 return
             if self.governor is not None:
@@ -527,7 +537,6 @@ class SenderPool:
                 job.deadline is None
                 and isinstance(error, _BREAKER_FAILURES)
                 and self.breaker.state is not BreakerState.CLOSED
-                and time.monotonic() - started < config.outage_wait
             ):
                 continue  # an outage, not this frame's fault: wait for the breaker above
             give_up = isinstance(error, QuotaExhausted) or not isinstance(error, _RETRIABLE)
@@ -551,6 +560,30 @@ class SenderPool:
                     job, Status.FAILED, error=error, timings=_with(timings, started, attempt)
                 )
                 return
+
+    def _blocked(self, job: _Job) -> InferenceError | None:
+        """The breaker is open: ``None`` after waiting a moment (try again), else the error.
+
+        A frame without a deadline (recorded video) waits for the API to come back
+        rather than failing fast through the rest of the file, up to ``outage_wait``
+        of failures in a row; a live frame fails at once (a fresher one follows).
+        """
+        if job.deadline is not None:
+            retry_in = self.breaker.retry_in()
+            return CircuitOpen(f"circuit open after repeated failures; retry in {retry_in:.1f} s")
+        if self.breaker.failing_for() >= self.config.outage_wait:
+            return self._outage()
+        if not self._sleep_until(time.monotonic() + min(0.1, self.breaker.retry_in() + 0.01)):
+            return CircuitOpen("pool closed during an outage")
+        return None
+
+    def _outage(self) -> ApiUnavailable:
+        failing = self.breaker.failing_for()
+        return ApiUnavailable(
+            f"the API has failed every request for {failing:.0f} s, longer than the "
+            f"{self.config.outage_wait:g} s a recorded run waits (--max-retry-wait); "
+            f"last: {self.breaker.last_error}"
+        )
 
     def _exhausted(self, error: InferenceError) -> InferenceError:
         """A 429 whose Retry-After is past ``max_retry_wait`` becomes ``QuotaExhausted``."""
