@@ -455,12 +455,12 @@ def _server_message(response: httpx.Response) -> str:
         return "an HTML page"
     body = _json_body(response)
     if body is None:
-        return clean(response.text, 200) or response.reason_phrase
+        return clean(response.text, 400) or response.reason_phrase
     if isinstance(body, dict):
         for key in ("message", "Message", "detail", "error"):
             if isinstance(body.get(key), str):
-                return clean(str(body[key]), 200)
-    return clean(str(body), 200)
+                return clean(str(body[key]), 400)
+    return clean(str(body), 400)
 
 
 def _seconds(value: str | None) -> float | None:

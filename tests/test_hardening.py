@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import av
+import numpy as np
 import pytest
 
 from streamer.server import FaultConfig, ServerThread
 from streamer.synth import Scene
 from tests.helpers import (
+    STREAMER,
     ServerFactory,
     count_lines,
     decode,
@@ -709,3 +711,366 @@ def test_server_time_falls_back_to_the_body(serve_http: ServeHTTP, tmp_path: Pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert {r["latency_ms"]["server"] for r in records(jsonl)} == {42.0}
+
+
+# -- 15. secrets -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked", "secret"),
+    [
+        ("http://alice:pa@ss%word@host/x", "http://alice:***@host/x", "ss%word"),
+        ("http://TOKEN123@host/feed", "http://***@host/feed", "TOKEN123"),
+        ("rtsp://admin:hunter2@10.0.0.5:554/s1", "rtsp://admin:***@10.0.0.5:554/s1", "hunter2"),
+        ("https://h/v.m3u8?Token=abc&x=1", "https://h/v.m3u8?Token=***&x=1", "abc"),
+        ("https://s3/v?X-Amz-Signature=f00&X-Amz-Credential=b4r", None, "f00"),
+        ("https://h/p?password=p1&pwd=p2&pass=p3&secret=p4", None, "p1"),
+        ("https://h/p?auth=a1&key=k1&sig=s1&apikey=k2&access_token=t1", None, "k1"),
+        ("error for Bearer eyJhbGc.x.y", "error for Bearer ***", "eyJhbGc"),
+    ],
+)
+def test_secrets_in_urls_are_masked(text: str, masked: str | None, secret: str) -> None:
+    from streamer.redaction import redact
+
+    result = redact(text)
+    assert secret not in result
+    if masked is not None:
+        assert result == masked
+
+
+def test_rejected_arguments_are_named_but_never_shown(make_clip: Callable[..., Path]) -> None:
+    typo = run_cli("run", str(make_clip(1)), "--apikey", "rf_SECRET_TYPO_VALUE")
+    assert typo.returncode == 2
+    assert "--apikey" in typo.stderr
+    assert "rf_SECRET_TYPO_VALUE" not in typo.stderr
+    two = run_cli("run", "rtsp://a:pw1@h/1", "rtsp://b:SECOND_PASSWORD@h/2")
+    assert two.returncode == 2
+    assert "SECOND_PASSWORD" not in two.stderr
+    assert "1 unexpected value" in two.stderr
+    assert "ROBOFLOW_API_KEY" in run_cli("run", "--help").stdout
+
+
+class _KeyRecorder(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[tuple[str, str]]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append((self.path, self.headers.get("Authorization", "")))
+        body = b'{"predictions": [], "image": {"width": 64, "height": 64}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("transport", "in_query", "in_header"),
+    [("query", True, False), ("header", False, True), ("both", True, True)],
+)
+def test_the_key_travels_as_asked(
+    serve_http: ServeHTTP, transport: str, in_query: bool, in_header: bool
+) -> None:
+    key = "rf_TRANSPORT_KEY_1"
+    seen: list[tuple[str, str]] = []
+    url = serve_http(type("Keys", (_KeyRecorder,), {"seen": seen}))
+    done = run_cli(
+        "run", "synthetic:?size=160x120&fps=10&seconds=0.5", "--api-url", url, "--model", "m/1",
+        "--api-key", key, "--api-key-transport", transport,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert seen
+    for path, authorization in seen:
+        assert (f"api_key={key}" in path) is in_query
+        assert (authorization == f"Bearer {key}") is in_header
+
+
+def test_header_key_is_accepted_by_streamer_serve(
+    make_clip: Callable[..., Path], start_server: ServerFactory
+) -> None:
+    guarded = start_server(api_key="rf_HEADER_ONLY")
+    done = run_cli(
+        "run", str(make_clip(1)), "--api-url", guarded.url, "--model", "shapes/1",
+        "--api-key-transport", "header", env={**os.environ, "ROBOFLOW_API_KEY": "rf_HEADER_ONLY"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_credentials_in_a_source_url_never_reach_records_or_the_terminal(
+    make_clip: Callable[..., Path], serve_http: ServeHTTP, tmp_path: Path
+) -> None:
+    folder = make_clip(1).parent
+
+    class Files(_NoRanges):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+    base = serve_http(Files).replace("http://", "http://USERTOKEN42@")
+    name = make_clip(1).name
+    jsonl = tmp_path / "out.jsonl"
+    done = run_cli(
+        "run", f"{base}/{name}?sig=SIGSECRET42", "--model", "shapes/1", "--jsonl", str(jsonl)
+    )
+    assert done.returncode == 0, done.stderr
+    kept = records(jsonl)
+    assert len(kept) == 30
+    text = jsonl.read_text() + done.stderr
+    assert "USERTOKEN42" not in text
+    assert "SIGSECRET42" not in text
+    assert kept[0]["source"].startswith("http://***@127.0.0.1:")
+
+
+# -- 16. text from servers is made safe; pages and redirects are named ------------------------
+
+
+class _Odd(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.startswith("/page/"):
+            status, kind, body = 404, "text/html", b"<!DOCTYPE html><html>Not here</html>"
+        elif self.path.startswith("/moved/"):
+            self.send_response(301)
+            self.send_header("Location", "https://elsewhere.example/api?api_key=LEAKED")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        else:
+            message = "\x1b[31mred\x1b]0;pwned\x07\nsecond line\r\x1b[2J" + "x" * 5000
+            status, kind = 500, "application/json"
+            body = json.dumps({"message": message}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("page/1", "answered 404 with an HTML page (is --api-url a Roboflow-compatible"),
+        ("moved/1", "answered 301, a redirect to https://elsewhere.example/api?api_key=***"),
+        ("nasty/1", "the API cannot serve nasty/1: 500"),
+    ],
+)
+def test_odd_answers_are_named_and_printed_safely(
+    make_clip: Callable[..., Path], serve_http: ServeHTTP, model: str, message: str
+) -> None:
+    url = serve_http(_Odd)
+    done = run_cli("run", str(make_clip(1)), "--api-url", url, "--model", model)
+    assert done.returncode == 6, done.stderr  # not 5 (unknown model), not a traceback
+    assert message in done.stderr
+    assert "\x1b" not in done.stderr
+    assert "\x07" not in done.stderr
+    assert "LEAKED" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert len(done.stderr) < 600
+
+
+# -- 17. words, not errno numbers or library noise --------------------------------------------
+
+
+def test_ffmpeg_errors_and_broken_images_are_said_in_words(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video")
+    done = run_cli("run", str(notes))
+    assert done.returncode == 3
+    assert "not a video file, or corrupt" in done.stderr
+    assert "Errno" not in done.stderr
+    images = tmp_path / "images"
+    images.mkdir()
+    scene = Scene(width=160, height=120)
+    for index in range(3):
+        import cv2
+
+        ok, data = cv2.imencode(".jpg", scene.render(index))
+        assert ok
+        raw = data.tobytes()
+        (images / f"{index:03d}.jpg").write_bytes(raw if index else raw[: len(raw) // 2])
+    jsonl = tmp_path / "images.jsonl"
+    done = run_cli("run", str(images), "--model", "shapes/1", "--jsonl", str(jsonl))
+    assert done.returncode == 0, done.stderr  # a corrupt first image is skipped like any other
+    assert len(records(jsonl)) == 2
+    assert "skipped an unreadable or truncated image" in done.stderr
+    assert "JPEG" not in done.stderr  # libjpeg's own "Premature end of JPEG file"
+
+
+# -- 18, 19, 20, 21. smaller defects ----------------------------------------------------------
+
+
+def test_a_file_name_with_glob_characters_is_a_file(
+    make_clip: Callable[..., Path], tmp_path: Path
+) -> None:
+    holiday = tmp_path / "Holiday [1080p] *?.mp4"
+    holiday.write_bytes(make_clip(1).read_bytes())
+    jsonl = tmp_path / "out.jsonl"
+    done = run_cli("run", str(holiday), "--model", "shapes/1", "--jsonl", str(jsonl))
+    assert done.returncode == 0, done.stderr
+    assert len(records(jsonl)) == 30
+
+
+def _one_x_one(path: Path) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 1, 1, "yuv444p"
+        for index in range(3):
+            pixel = np.full((1, 1, 3), 90, np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixel, format="bgr24").reformat(format="yuv444p")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_args", "code", "message"),
+    [
+        (lambda tmp: ["run", str(tmp / ("a" * 300 + ".mp4"))], 3, "File name too long"),
+        (lambda tmp: ["run", "synthetic:?seconds=nan"], 2, "synthetic seconds"),
+        (lambda tmp: ["run", "synthetic:?seconds=-1"], 2, "synthetic seconds"),
+        (lambda tmp: ["run", "synthetic:", "--model="], 2, "model must not be empty"),
+        (lambda tmp: ["run", "synthetic:", "--model", "coco/1?x=1#f"], 2, "project/version"),
+        (lambda tmp: ["run", "synthetic:", "--webhook", "http://h:99999/x"], 2, "port"),
+        (lambda tmp: ["run", "synthetic:", "--model", "shapes/1", "--api-key", "k" * 100_000], 2,
+         "does not look like"),
+        (lambda tmp: ["synth", str(tmp / "out.xyz")], 2, "needs one of .mp4"),
+        (lambda tmp: ["run", str(_one_x_one(tmp / "1x1.mkv")), "--model", "shapes/1",
+                      "--output", str(tmp / "o.mp4")], 7, "1x1 frames are too small"),
+    ],
+    ids=["long-name", "nan-seconds", "negative-seconds", "empty-model", "model-query",
+         "webhook-port", "huge-key", "synth-xyz", "1x1"],
+)  # fmt: skip
+def test_odd_inputs_get_one_line_and_their_exit_code(
+    tmp_path: Path, make_args: Callable[[Path], list[str]], code: int, message: str
+) -> None:
+    done = run_cli(*make_args(tmp_path))
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "k" * 300 not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert 1 <= len(errors) <= 2
+    assert all(len(line) < 500 for line in errors)
+
+
+def test_invalid_utf8_config_and_long_values_are_one_line(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"source: synthetic:\nmodel: \xff\xfe\n")
+    done = run_cli("run", "--config", str(binary))
+    assert done.returncode == 2
+    assert "not UTF-8" in done.stderr
+    long_value = tmp_path / "long.yaml"
+    long_value.write_text(f'source: "synthetic:"\nmax_in_flight: "{"x" * 10_000}"\n')
+    done = run_cli("run", "--config", str(long_value))
+    assert done.returncode == 2
+    assert "max_in_flight must be an integer" in done.stderr
+    assert len(done.stderr) < 400
+
+
+def test_debug_keeps_the_exit_codes(
+    make_clip: Callable[..., Path], start_server: ServerFactory
+) -> None:
+    guarded = start_server(api_key="the-real-key")
+    done = run_cli(
+        "--debug", "run", str(make_clip(1)), "--api-url", guarded.url, "--model", "shapes/1",
+        "--api-key", "rf_WRONG_DEBUG_KEY",
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "Traceback" in done.stderr  # --debug shows it, and still exits 4
+    assert "rf_WRONG_DEBUG_KEY" not in done.stderr
+
+
+def test_synth_says_the_size_it_wrote(tmp_path: Path) -> None:
+    done = run_cli("synth", str(tmp_path / "odd.mp4"), "--size", "321x241", "--seconds", "0.2")
+    assert done.returncode == 0, done.stderr
+    assert "320x240" in done.stdout
+    assert "cut from 321x241" in done.stdout
+
+
+def test_a_truncated_file_says_how_much_was_read(
+    make_clip: Callable[..., Path], tmp_path: Path
+) -> None:
+    whole = make_clip(4).read_bytes()
+    # PyAV writes the index last: move it first (faststart) so that cutting the end
+    # loses frames, not the index
+    faststart = tmp_path / "fast.mp4"
+    with (
+        av.open(str(make_clip(4))) as source,
+        av.open(str(faststart), "w", options={"movflags": "faststart"}) as target,
+    ):
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: len(whole) // 2])
+    jsonl = tmp_path / "cut.jsonl"
+    done = run_cli("run", str(cut), "--model", "shapes/1", "--jsonl", str(jsonl))
+    assert done.returncode == 0, done.stderr
+    read = len(records(jsonl))
+    assert 0 < read < 120
+    assert f"read {read} of the 120 frames the file declares" in done.stderr
+
+
+def test_a_relative_source_in_a_config_is_relative_to_the_config(
+    make_clip: Callable[..., Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(make_clip(1).read_bytes())
+    (folder / "run.yaml").write_text("source: clip.mp4\nmodel: shapes/1\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        [*STREAMER, "run", "--config", str(folder / "run.yaml"), "--no-progress"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=elsewhere,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_progress_never_shows_an_infinite_eta() -> None:
+    from streamer.pipeline import PipelineStatus
+    from streamer.run import _progress_line
+
+    status = PipelineStatus(
+        source_state="streaming", frames=0, outputs=0, ok=0, predicted=0, failed=0, stale=0,
+        late=0, dropped_capture=0, skipped={}, sink_drops={}, source_fps=None,
+        inference_fps=None, latency_p50_ms=None, latency_p95_ms=None, breaker="closed", rate=None,
+    )  # fmt: skip
+    line = _progress_line(status, total=100, started=time.monotonic() + 10, live=False)
+    assert "inf" not in line
+    assert "ETA -" in line
+
+
+def test_serve_says_serving_only_once_it_listens(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = run_cli(
+            "serve", "--port", str(port), "--models-dir", str(tmp_path / "nope"), timeout=60
+        )
+    assert done.returncode == 2, done.stderr
+    assert "cannot listen" in done.stderr
+    assert "serving on" not in done.stderr
+    assert "does not exist" in done.stderr  # the missing --models-dir is said too
+
+
+def test_run_help_explains_flags_and_exit_codes() -> None:
+    text = " ".join(run_cli("run", "--help").stdout.split())
+    assert "exit codes:" in text
+    for code in ("0 done", "3 bad source", "6 API unreachable", "7 an output", "130"):
+        assert code in text
+    assert "--no-hud no figures drawn" in text
+    assert "--no-progress no progress line" in text
+    assert "live or recorded" in text
+    assert "1 to 100 is a percentage (1 = 1%), below 1 a fraction (0.99 = 99%)" in text
