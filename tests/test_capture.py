@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -15,14 +16,12 @@ from streamer.capture import CaptureConfig, CaptureThread, LatestFrameSlot, Sour
 from streamer.errors import ConfigError, SourceError
 from streamer.frames import Frame
 from streamer.sources import ImageFolderSource, PyAVSource, SyntheticSource, open_source
-from streamer.synth import Scene, write_video
+from streamer.synth import Scene
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
-    write_video(path, Scene(width=320, height=240, fps=30, objects=3, seed=1), seconds=3)
-    return path
+def clip(make_clip: Callable[..., Path]) -> Path:
+    return make_clip(3, width=320, height=240, objects=3, seed=1)
 
 
 def _decoded_count(path: Path) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,15 +13,9 @@ import pytest
 
 from streamer import __version__
 from streamer.synth import Scene
-from tests.helpers import FORM, b64, free_port, jpeg_bytes
+from tests.helpers import FORM, STREAMER, b64, free_port, jpeg_bytes, run_cli
 
-STREAMER = [sys.executable, "-m", "streamer.cli"]
-
-
-def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*STREAMER, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+_run = run_cli
 
 
 def test_version_and_help() -> None:

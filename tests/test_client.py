@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import http.server
 import logging
-import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -176,14 +175,8 @@ class _EdgeHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def edge_server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EdgeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, name="test-edge-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join(5)
-    httpd.server_close()
+def edge_server(serve_http: Callable[..., str]) -> str:
+    return serve_http(_EdgeHandler)
 
 
 def test_every_error_path_is_typed_and_never_leaks_the_key(

@@ -3,12 +3,11 @@ signals at awkward moments, and the key never shows up anywhere."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,23 @@ from streamer.pipeline import Pipeline, PipelineSettings
 from streamer.sender import SenderConfig
 from streamer.server import FaultConfig, ServerConfig, ServerThread
 from streamer.sources import open_source
-from streamer.synth import Scene, write_video
-from tests.helpers import ServerFactory, free_port
+from tests.helpers import (
+    STREAMER,
+    ServerFactory,
+    count_lines,
+    free_port,
+    records,
+    run_cli,
+    wait_for,
+)
 
-STREAMER = [sys.executable, "-m", "streamer.cli"]
 KEY = "rf_RELIABILITYCANARY_77aa88bb99"
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+_records = records
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("reliability") / "clip.mp4"
-    write_video(path, Scene(width=640, height=360, fps=30, objects=3, seed=5), seconds=6)
-    return path
+def clip(make_clip: Callable[..., Path]) -> Path:
+    return make_clip(6, objects=3, seed=5)
 
 
 def test_recorded_run_survives_the_api_dying_and_coming_back(clip: Path, tmp_path: Path) -> None:
@@ -66,9 +66,9 @@ def test_recorded_run_survives_the_api_dying_and_coming_back(clip: Path, tmp_pat
         text=True,
     )
     try:
-        time.sleep(1.5)
+        wait_for(lambda: count_lines(jsonl) >= 20, what="the run under way")
         server.stop()  # the API dies mid-run ...
-        time.sleep(2.0)
+        time.sleep(2.0)  # the outage's length: part of the scenario, not a wait for readiness
         server = ServerThread(ServerConfig(port=port, faults=faults)).start()  # ... and comes back
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -105,15 +105,15 @@ def test_live_run_recovers_within_two_seconds_of_the_api(tmp_path: Path) -> None
     source = open_source("synthetic:?size=320x240&fps=30")
     try:
         with client, Pipeline(source, client, settings, on_prediction=on_prediction):
-            time.sleep(1.5)
+            wait_for(lambda: len(outputs) >= 10, what="results before the fault")
             server.stop()
             down_at = time.monotonic()
-            time.sleep(2.0)
+            time.sleep(2.0)  # the outage's length
             server = ServerThread(
                 ServerConfig(port=port, faults=FaultConfig(latency_ms=50))
             ).start()
             back_at = time.monotonic()
-            time.sleep(3.0)
+            wait_for(lambda: outputs[-1][0] > back_at + 3.0, what="results after the return")
     finally:
         server.stop()
     during = [o for o in outputs if down_at + 0.2 < o[0] < back_at]
@@ -208,7 +208,10 @@ def test_a_signal_while_reconnecting_stops_within_two_seconds(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3.0)
+    stderr_lines = process.stderr
+    assert stderr_lines is not None
+    # said at the first failure: it is reconnecting now
+    wait_for(lambda: "connection refused" in stderr_lines.readline(), what="the first failure")
     assert process.poll() is None  # still trying, not given up
     started = time.monotonic()
     process.send_signal(signum)
@@ -223,13 +226,11 @@ def test_threads_end_when_the_pipeline_closes(clip: Path, start_server: ServerFa
     before = {t.name for t in threading.enumerate()}
     client = RoboflowClient(Target.model("shapes/1", api_url=server.url))
     pipeline = Pipeline(open_source(str(clip)), client, PipelineSettings(live=False)).start()
-    time.sleep(0.5)
+    wait_for(lambda: pipeline.status().outputs >= 3, what="the pipeline running")
     started = time.monotonic()
     pipeline.close()
     client.close()
     assert time.monotonic() - started < 2.0
-    time.sleep(0.1)
-    leftover = {t.name for t in threading.enumerate() if t.is_alive()} - before
     pipeline_threads = (
         "streamer-feed",
         "streamer-render",
@@ -237,7 +238,12 @@ def test_threads_end_when_the_pipeline_closes(clip: Path, start_server: ServerFa
         "streamer-sender",
         "streamer-sink",
     )
-    assert not {name for name in leftover if name.startswith(pipeline_threads)}, leftover
+
+    def leftover() -> set[str]:
+        alive = {t.name for t in threading.enumerate() if t.is_alive()} - before
+        return {name for name in alive if name.startswith(pipeline_threads)}
+
+    wait_for(lambda: not leftover(), timeout=2.0, what=f"threads to end: {leftover()}")
 
 
 def test_the_key_appears_in_no_log_output_or_record(
@@ -398,35 +404,11 @@ def test_recorded_run_through_429_storms_and_hanging_requests(
     assert statuses.count("ok") >= 170  # 429s waited out (Retry-After), hangs retried after 1 s
 
 
-def test_plan_error_exits_4_with_a_hint(clip: Path) -> None:
-    import http.server
-
+def test_plan_error_exits_4_with_a_hint(clip: Path, serve_http: Callable[..., str]) -> None:
     from tests.test_client import _EdgeHandler
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EdgeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, name="test-edge-402", daemon=True)
-    thread.start()
-    try:
-        done = subprocess.run(
-            [
-                *STREAMER,
-                "run",
-                str(clip),
-                "--api-url",
-                f"http://127.0.0.1:{httpd.server_address[1]}",
-                "--model",
-                "plan/1",
-                "--no-progress",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        httpd.shutdown()
-        thread.join(5)
-        httpd.server_close()
+    url = serve_http(_EdgeHandler)
+    done = run_cli("run", str(clip), "--api-url", url, "--model", "plan/1", timeout=60)
     assert done.returncode == 4
     assert "402" in done.stderr
     assert "v2 API" in done.stderr
@@ -472,13 +454,16 @@ def test_live_result_age_stays_bounded_through_api_faults(fault: FaultConfig) ->
                 on_prediction=on_prediction,
             ),
         ):
-            time.sleep(3.0)  # the fault
+            time.sleep(3.0)  # the fault's length
             server.stop()
             server = ServerThread(
                 ServerConfig(port=port, faults=FaultConfig(latency_ms=50))
             ).start()
             healthy_at = time.monotonic()
-            time.sleep(3.0)
+            wait_for(
+                lambda: bool(outputs) and outputs[-1][0] > healthy_at + 3.0,
+                what="results after the fault",
+            )
     finally:
         server.stop()
     during = [o for o in outputs if o[0] < healthy_at]

@@ -8,9 +8,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
-import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,29 +20,27 @@ from streamer.config import load_config
 from streamer.errors import ConfigError
 from streamer.server import FaultConfig, ServerConfig, ServerThread
 from streamer.synth import Scene, write_video
-from tests.helpers import REPO, ServerFactory, iou
+from tests.helpers import (
+    REPO,
+    STREAMER,
+    ServerFactory,
+    count_lines,
+    decode,
+    iou,
+    records,
+    run_cli,
+    wait_for,
+)
 
-STREAMER = [sys.executable, "-m", "streamer.cli"]
 KEY = "rf_RUNCANARY_5e4d3c2b1a0f"
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*STREAMER, "run", *args, "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli("run", *args, timeout=timeout)
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _decode(path: Path) -> list[av.VideoFrame]:
-    with av.open(str(path)) as container:
-        return list(container.decode(video=0))
+_records = records
+_decode = decode
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +49,8 @@ def scene() -> Scene:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory, scene: Scene) -> Path:
-    path = tmp_path_factory.mktemp("run") / "scene.mp4"
-    write_video(path, scene, seconds=4)
-    return path
+def clip(make_clip: Callable[..., Path]) -> Path:
+    return make_clip(4)  # the scene above, 4 s
 
 
 def test_recorded_run_every_third_frame_keeps_one_id_per_object(
@@ -143,7 +137,7 @@ def test_sigint_mid_run_leaves_a_playable_video(scene: Scene, tmp_path: Path) ->
              "--max-in-flight", "2", "--output", str(out), "--jsonl", str(jsonl), "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(2.5)
+        wait_for(lambda: count_lines(jsonl) >= 10, what="the run under way")
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 130, stderr
@@ -161,7 +155,7 @@ def test_sigterm_exits_143(clip: Path, tmp_path: Path) -> None:
              "--max-in-flight", "1", "--jsonl", str(tmp_path / "x.jsonl"), "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(2.0)
+        wait_for(lambda: count_lines(tmp_path / "x.jsonl") >= 2, what="the run under way")
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 143, stderr
@@ -201,7 +195,7 @@ def test_jsonl_to_stdout_and_the_synthetic_default(tmp_path: Path) -> None:
     assert "embedded server" in done.stderr
 
 
-def test_webhook_receives_every_record(clip: Path, tmp_path: Path) -> None:
+def test_webhook_receives_every_record(clip: Path, serve_http: Callable[..., str]) -> None:
     received: list[list[dict[str, Any]]] = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
@@ -213,16 +207,8 @@ def test_webhook_receives_every_record(clip: Path, tmp_path: Path) -> None:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=httpd.serve_forever, name="test-webhook", daemon=True)
-    thread.start()
-    try:
-        hook = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-        done = _run(str(clip), "--model", "shapes/1", "--every", "4", "--webhook", hook)
-    finally:
-        httpd.shutdown()
-        thread.join(5)
-        httpd.server_close()
+    hook = serve_http(Hook) + "/hook"
+    done = _run(str(clip), "--model", "shapes/1", "--every", "4", "--webhook", hook)
     assert done.returncode == 0, done.stderr
     indices = sorted(r["frame_index"] for batch in received for r in batch)
     assert indices == list(range(120))

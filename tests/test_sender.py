@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -54,24 +55,44 @@ def _results(pool: SenderPool, count: int, **submit: object) -> list[Result]:
     return [f.result(timeout=30) for f in futures]
 
 
-def test_throughput_with_latency(start_server: ServerFactory, pools: list[SenderPool]) -> None:
-    server = start_server(FaultConfig(latency_ms=100))
-    pool = _pool(server.url, max_in_flight=8)
-    pools.append(pool)
-    _results(pool, 8)  # warm: connections open
-    before = pool.metrics().ok
-    started = time.monotonic()
-    frames = 0
-    while time.monotonic() - started < 3.0:
-        if pool.free_slots:
-            pool.submit(_frame(frames))
-            frames += 1
-        else:
-            time.sleep(0.002)
-    while pool.in_flight:  # every frame sent is waited for: no window-edge loss
-        time.sleep(0.002)
-    rate = (pool.metrics().ok - before) / (time.monotonic() - started)
-    assert rate >= 0.9 * 8 / 0.1, f"{rate:.1f}/s against an ideal of 80/s"
+class _Rendezvous(http.server.BaseHTTPRequestHandler):
+    """Answers only once ``barrier.parties`` requests are being served at the same time."""
+
+    barrier: threading.Barrier
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        try:
+            self.barrier.wait()
+            status, body = 200, b'{"predictions": [], "image": {"width": 64, "height": 64}}'
+        except threading.BrokenBarrierError:
+            status, body = 500, b'{"message": "fewer requests at once than expected"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_pool_has_max_in_flight_requests_out_at_once(
+    serve_http: Callable[[type[http.server.BaseHTTPRequestHandler]], str],
+) -> None:
+    """The behaviour behind N/L throughput (speed itself is scripts/bench_sender.py's):
+    every one of the N requests is on the wire at the same time."""
+    barrier = threading.Barrier(8, timeout=30)
+    url = serve_http(type("Rendezvous", (_Rendezvous,), {"barrier": barrier}))
+    client = RoboflowClient(Target.model("m/1", api_url=url), timeout=60)
+    config = SenderConfig(max_in_flight=8, rate_limit=None, max_retries=0, request_timeout=60)
+    with client, SenderPool(client, config) as pool:
+        futures = [pool.submit(_frame(i)) for i in range(8)]
+        with pytest.raises(PoolFull):
+            pool.submit(_frame(8))  # a ninth has no slot
+        results = [f.result(timeout=60) for f in futures]
+    assert [r.status for r in results] == [Status.OK] * 8
+    assert not barrier.broken
 
 
 def test_results_carry_timings_and_callbacks(start_server: ServerFactory) -> None:

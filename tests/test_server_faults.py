@@ -12,7 +12,7 @@ from streamer.errors import ConfigError
 from streamer.server import FaultConfig
 from streamer.server.faults import FaultInjector, TokenBucket
 from streamer.synth import Scene
-from tests.helpers import FORM, ServerFactory, b64, jpeg_bytes
+from tests.helpers import FORM, ServerFactory, b64, jpeg_bytes, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -192,17 +192,23 @@ def test_hang_rate_is_partial(start_server: ServerFactory, frame_body: bytes) ->
 
 
 def test_max_concurrency_answers_503(start_server: ServerFactory, frame_body: bytes) -> None:
-    server = start_server(FaultConfig(max_concurrency=2, latency_ms=300))
+    server = start_server(FaultConfig(max_concurrency=2, latency_ms=3000))
 
     def post(_: int) -> int:
-        with httpx.Client(base_url=server.url, timeout=5) as http:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
             return http.post("/shapes/1", content=frame_body, headers=FORM).status_code
 
-    with ThreadPoolExecutor(5) as pool:
-        codes = sorted(pool.map(post, range(5)))
-    assert codes == [200, 200, 503, 503, 503]
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(post, i) for i in range(2)]
+        # both slots taken (a readiness signal, not a sleep): the next ones are refused
+        wait_for(lambda: server.service.faults.in_flight == 2, what="two requests held")
+        refused = [post(i) for i in range(3)]
+        assert refused == [503, 503, 503]
+        assert [f.result(timeout=30) for f in held] == [200, 200]
     # capacity comes back once they finish
-    assert post(0) == 200
+    assert server.service.faults.in_flight == 0
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/shapes/1", content=frame_body, headers=FORM).status_code == 200
 
 
 def test_server_stops_promptly_with_hung_requests(

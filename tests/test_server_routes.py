@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import http.server
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -342,7 +341,7 @@ def test_image_urls_are_refused_by_default(client: httpx.Client) -> None:
 
 
 @pytest.fixture
-def image_host(tmp_path: Path, scene: Scene) -> Iterator[str]:
+def image_host(tmp_path: Path, scene: Scene, serve_http: Callable[..., str]) -> str:
     """A plain HTTP server on 127.0.0.1 holding one frame as frame.jpg."""
     (tmp_path / "frame.jpg").write_bytes(jpeg_bytes(scene.render(12)))
 
@@ -353,13 +352,7 @@ def image_host(tmp_path: Path, scene: Scene) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=httpd.serve_forever, name="test-image-host", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    thread.join(5)
-    httpd.server_close()
+    return serve_http(Quiet)
 
 
 def test_image_urls_when_allowed(
