@@ -415,6 +415,7 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     if not debug:
         warnings.simplefilter("ignore")
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("QT_LOGGING_RULES", "*=false")  # Qt's chatter behind --show
 
 
 def _main(argv: Sequence[str] | None) -> int:

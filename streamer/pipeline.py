@@ -155,6 +155,7 @@ class Pipeline:
             for sink in sinks
         ]
         self.sink_errors: dict[str, SinkError] = {}
+        self.unfinished_sinks: set[str] = set()  # still writing when close gave up on them
         self.all_sinks_failed = False
         self._wants_image = any(s.wants_image for s in sinks)
         # live: results; recorded: (frame, future | None) in frame order
@@ -208,11 +209,17 @@ class Pipeline:
             if thread.is_alive():
                 log.warning("%s did not stop in time", thread.name)
         self.pool.close(timeout=1.0 if interrupted else 2.0)
-        sink_timeout = 1.5 if interrupted else max(1.0, deadline - time.monotonic())
+        for worker in self._sinks:  # all at once: a slow webhook does not delay the video
+            worker.begin_close(interrupt=interrupted)
         for worker in self._sinks:
-            worker.close(timeout=sink_timeout, interrupt=interrupted)
+            # files get the time they need to be finalized; a peer that may never answer
+            # gets a short last try once the run is being stopped
+            left = max(1.0, deadline - time.monotonic())
+            worker.join(min(left, 1.5) if interrupted and worker.interruptible else left)
             if worker.error is not None:
                 self.sink_errors.setdefault(worker.sink.name, worker.error)
+            if not worker.finished:
+                self.unfinished_sinks.add(worker.sink.name)
         self._finished.set()
 
     def _sink_failed(self, worker: SinkWorker) -> None:

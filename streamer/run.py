@@ -186,8 +186,19 @@ class _Outputs:
         if config.jsonl and config.jsonl != STDOUT:
             self.jsonl = OutputFile.claim(config.jsonl)
 
-    def settle(self, keep: bool, errors: dict[str, SinkError]) -> None:
-        """``keep``: the run ended as asked (done or stopped by a signal)."""
+    def settle(self, keep: bool, errors: dict[str, SinkError], unfinished: set[str]) -> None:
+        """``keep``: the run ended as asked (done or stopped by a signal). A sink still
+        writing (``unfinished``) keeps its temporary file where it is: moving it now
+        would let the rename race the last writes."""
+        for name in sorted(unfinished):
+            claim = self.video if name == "video" else self.jsonl if name == "jsonl" else None
+            if claim is not None:
+                self.notes.append(f"{name}: not finished in time (left in {claim.temp})")
+                claim.release()
+                if name == "video":
+                    self.video = None
+                else:
+                    self.jsonl = None
         if self.video is not None:
             video, self.video = self.video, None
             if "video" in errors:
@@ -455,7 +466,9 @@ def run(
         code, error = _outcome(pipeline, config, received)
         # outputs that did not fail themselves are whole after a signal or another output failed
         outputs.settle(
-            code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM), pipeline.sink_errors
+            code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM),
+            pipeline.sink_errors,
+            pipeline.unfinished_sinks,
         )
         print(_summary(pipeline, time.monotonic() - started, outputs), file=sys.stderr)
         if error is not None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from streamer.client import RoboflowClient, Target
+from streamer.errors import ServerError
 from streamer.frames import Frame, Result, Status
 from streamer.sender import (
     BreakerState,
@@ -344,3 +345,24 @@ def test_pool_frames_are_independent_of_shape() -> None:
         assert bad.status is Status.FAILED
         assert "BGR" in str(bad.reason)
         assert pool.free_slots == 1
+
+
+def test_the_breaker_measures_how_long_the_api_has_failed() -> None:
+    """With an injected clock: the streak's length drives a recorded run's outage wait."""
+    now = [100.0]
+    breaker = CircuitBreaker(3, 1.0, clock=lambda: now[0])
+    assert breaker.failing_for() == 0.0
+    breaker.record_failure(ServerError("500"))
+    now[0] += 4.0
+    breaker.record_failure(ServerError("500"))
+    assert breaker.failing_for() == pytest.approx(4.0)  # from the first failure in a row
+    assert breaker.last_error == "500"
+    breaker.record_success()
+    assert breaker.failing_for() == 0.0
+    for _ in range(3):
+        breaker.record_failure(ServerError("503"))
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.allow()
+    now[0] += 1.0
+    assert breaker.allow()  # one probe after the cooldown
+    assert not breaker.allow()

@@ -179,8 +179,18 @@ class SinkWorker:
                 except Exception:
                     log.exception("sink failure callback failed")
 
-    def close(self, timeout: float = 10.0, *, interrupt: bool = False) -> None:
-        """Write what is queued, then close the sink, within ``timeout``.
+    @property
+    def interruptible(self) -> bool:
+        """The sink waits on something outside (a network peer) that it can stop waiting on."""
+        return callable(getattr(self.sink, "interrupt", None))
+
+    @property
+    def finished(self) -> bool:
+        """The sink was closed (or its thread never ran): its file may be moved."""
+        return self._closed and not self._thread.is_alive()
+
+    def begin_close(self, *, interrupt: bool = False) -> None:
+        """Ask the worker to write what is queued and close the sink; returns at once.
 
         ``interrupt``: the run is being stopped; the sink stops retrying (a webhook
         makes one short last attempt) so that shutdown takes seconds, not minutes.
@@ -188,13 +198,20 @@ class SinkWorker:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if interrupt:
-            stop = getattr(self.sink, "interrupt", None)
-            if callable(stop):
-                stop()
-        if not self._thread.is_alive() and self._thread.ident is None:
+        stop = getattr(self.sink, "interrupt", None)
+        if interrupt and callable(stop):
+            stop()
+        if self._thread.ident is None:
             self._finish()  # never started: close here, nothing else will
+
+    def join(self, timeout: float) -> None:
+        if self._thread.ident is None:
             return
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("%s output did not finish within %.1f s", self.sink.name, timeout)
+
+    def close(self, timeout: float = 10.0, *, interrupt: bool = False) -> None:
+        """Write what is queued, then close the sink, within ``timeout``."""
+        self.begin_close(interrupt=interrupt)
+        self.join(timeout)
