@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-import av
 import cv2
 import numpy as np
 
+from streamer._av import av
 from streamer.client import (
     DEFAULT_API_URL,
     RoboflowClient,
@@ -57,7 +57,7 @@ from streamer.render import RenderConfig
 from streamer.sampler import SamplerConfig
 from streamer.sender import SenderConfig
 from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
-from streamer.sinks.display import display_problem
+from streamer.sinks.display import PUMP_INTERVAL_S, display_problem
 from streamer.sinks.webhook import check_webhook_url
 from streamer.sources import PyAVSource, Source, SyntheticSource, Timeouts, open_source
 
@@ -334,8 +334,17 @@ def _settings(config: RunConfig, live: bool, target: Target) -> PipelineSettings
     )
 
 
-def _drive(pipeline: Pipeline, config: RunConfig, total: int | None, live: bool) -> list[int]:
-    """Run the pipeline to its end, showing progress; the signals received, if any."""
+def _drive(
+    pipeline: Pipeline,
+    config: RunConfig,
+    total: int | None,
+    live: bool,
+    display: DisplaySink | None = None,
+) -> list[int]:
+    """Run the pipeline to its end, showing progress; the signals received, if any.
+
+    A window (``display``) is driven from here: HighGUI must run on the main thread.
+    """
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -349,7 +358,9 @@ def _drive(pipeline: Pipeline, config: RunConfig, total: int | None, live: bool)
     try:
         pipeline.start()
         last_line = 0.0
-        while not pipeline.wait(0.25):
+        while not pipeline.wait(PUMP_INTERVAL_S if display is not None else 0.25):
+            if display is not None:
+                _pump(display, pipeline)
             if config.progress and time.monotonic() - last_line >= every:
                 line = _progress_line(pipeline.status(), total, started, live)
                 end = "" if interactive else "\n"
@@ -357,12 +368,24 @@ def _drive(pipeline: Pipeline, config: RunConfig, total: int | None, live: bool)
                 last_line = time.monotonic()
     finally:
         pipeline.close()  # the video is finalized and the lines flushed, whatever happened
+        if display is not None:
+            display.destroy()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if config.progress:
         line = _progress_line(pipeline.status(), total, started, live)
         print(("\r" if interactive else "") + line, file=sys.stderr)
     return received
+
+
+def _pump(display: DisplaySink, pipeline: Pipeline) -> None:
+    """One turn of the window's event loop; a window that breaks is an output that failed."""
+    try:
+        display.pump()
+    except SinkError as exc:
+        log.error("display output failed: %s", exc)
+        pipeline.sink_errors.setdefault("display", exc)
+        pipeline.stop()
 
 
 def tune_threads() -> None:
@@ -462,7 +485,14 @@ def run(
         pipeline = Pipeline(source, client, _settings(config, live, target), sinks=sinks)
         holder.append(pipeline)
         started = time.monotonic()
-        received = _drive(pipeline, config, _total_frames(source), live)
+        display = outputs.sinks.get("display")
+        received = _drive(
+            pipeline,
+            config,
+            _total_frames(source),
+            live,
+            display if isinstance(display, DisplaySink) else None,
+        )
         code, error = _outcome(pipeline, config, received)
         # outputs that did not fail themselves are whole after a signal or another output failed
         outputs.settle(

@@ -24,11 +24,11 @@ from types import TracebackType
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import av
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from streamer._av import av
 from streamer.errors import ConfigError, SourceError
 from streamer.redaction import clean, redact
 from streamer.synth import Scene

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from streamer._av import av
 from streamer.errors import ConfigError, SinkError
 
 __all__ = [

@@ -1074,3 +1074,39 @@ def test_run_help_explains_flags_and_exit_codes() -> None:
     assert "--no-progress no progress line" in text
     assert "live or recorded" in text
     assert "1 to 100 is a percentage (1 = 1%), below 1 a fraction (0.99 = 99%)" in text
+
+
+@pytest.fixture
+def x_display() -> Iterator[str]:
+    """A real X server (Xvfb) on a free display number; its DISPLAY."""
+    import shutil
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (Debian package xvfb; .ci/run installs it)")
+    number = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    server = subprocess.Popen(
+        ["Xvfb", f":{number}", "-nolisten", "tcp", "-screen", "0", "1280x800x24"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: Path(f"/tmp/.X11-unix/X{number}").exists(), what="Xvfb to listen")
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_show_draws_a_window_on_a_real_display(
+    make_clip: Callable[..., Path], x_display: str
+) -> None:
+    """The window runs on the main thread, with OpenCV loaded before PyAV: either
+    mistake livelocks Qt's xcb at 100% CPU, unkillable by SIGTERM."""
+    env = {**os.environ, "DISPLAY": x_display}
+    done = run_cli(
+        "run", str(make_clip(2)), "--model", "shapes/1", "--show", env=env, timeout=90
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "60 frames out" in done.stderr
+    noise = [line for line in done.stderr.splitlines() if not line.startswith("streamer: ")]
+    assert noise == []  # no Qt chatter on the terminal

@@ -1,9 +1,21 @@
 """A window showing the annotated frames (cv2.imshow); q or Esc asks the pipeline to stop.
 
-Every HighGUI call (namedWindow, imshow, waitKey, destroyWindow) runs on this sink's
-own worker thread, the one thread that owns the window. The display is checked when
-the sink is made, before the run: Qt aborts the whole process (exit 134, records
-lost) when it cannot open one, so a missing display must be found first.
+HighGUI (OpenCV's Qt backend here) must run on the main thread: Qt's widgets and
+timers belong to the thread that made the application, and from any other thread
+``waitKey`` stalls and the window never paints. So the sink's worker thread only
+hands the newest frame over (latest wins, never a queue), and the main thread calls
+``pump()`` every few milliseconds to show it and read the keyboard; ``streamer run``
+does so while it waits for the pipeline. The display is checked when the sink is
+made, before the run: Qt aborts the whole process (exit 134, records lost) when it
+cannot open one.
+
+Example (the Python API; ``pump`` from the main thread)::
+
+    display = DisplaySink("camera", on_quit=pipeline.stop)
+    ...
+    while not pipeline.wait(0.02):
+        display.pump()
+    display.destroy()
 """
 
 from __future__ import annotations
@@ -11,10 +23,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import numpy as np
+import numpy.typing as npt
 
 from streamer.errors import SinkError
 from streamer.sinks.base import Output
@@ -23,6 +38,7 @@ __all__ = ["DisplaySink", "display_problem"]
 
 _QUIT_KEYS = (ord("q"), ord("Q"), 27)
 _X11_TCP_BASE = 6000
+PUMP_INTERVAL_S = 0.01  # how often the main thread should call pump()
 
 
 def _x11_reachable(display: str) -> bool:
@@ -76,22 +92,40 @@ class DisplaySink:
             raise SinkError(f"--show needs a display, and {problem}; use --output instead")
         self.title = title
         self._on_quit = on_quit
+        self._lock = threading.Lock()
+        self._latest: npt.NDArray[np.uint8] | None = None
         self._opened = False
+        self.shown = 0
+
+    # -- the sink's worker thread: no HighGUI here -------------------------------------------
 
     def write(self, output: Output) -> None:
-        if output.image is None:
-            return
+        if output.image is not None:
+            with self._lock:
+                self._latest = output.image
+
+    def close(self) -> None:
+        """Nothing to do on the worker thread; the main thread calls ``destroy``."""
+
+    # -- the main thread ---------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Show the newest frame (if a new one came) and handle the keyboard."""
+        with self._lock:
+            image, self._latest = self._latest, None
         try:
-            if not self._opened:
-                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
-                self._opened = True
-            cv2.imshow(self.title, output.image)
-            if (cv2.waitKey(1) & 0xFF) in _QUIT_KEYS:
+            if image is not None:
+                if not self._opened:
+                    cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+                    self._opened = True
+                cv2.imshow(self.title, image)
+                self.shown += 1
+            if self._opened and (cv2.waitKey(1) & 0xFF) in _QUIT_KEYS:
                 self._on_quit()
         except cv2.error as exc:
             raise SinkError(f"cannot show the window: {exc}") from exc
 
-    def close(self) -> None:
+    def destroy(self) -> None:
         if self._opened:
             self._opened = False
             cv2.destroyWindow(self.title)

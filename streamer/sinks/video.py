@@ -17,10 +17,10 @@ import logging
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
+from streamer._av import av
 from streamer.errors import SinkError
 from streamer.outputs import OutputFile
 from streamer.sinks.base import Output
