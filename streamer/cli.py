@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 import warnings
@@ -381,6 +382,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ctrl-C stops streamer at every moment of its life (a run finalizes its outputs
+    # first). A job started in the background by a script inherits SIGINT ignored, which
+    # left start-up deaf to it while the run itself, with its own handler, was not.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before the command installed its own handling
