@@ -112,7 +112,14 @@ class PipelineStatus:
 
 
 class Pipeline:
-    """Wires the stages and owns their threads; a context manager."""
+    """Wires the stages and owns their threads; a context manager.
+
+    Callbacks and the thread each runs on: ``on_prediction(output, detections)`` on
+    ``streamer-render``, once per output frame; ``on_status(event)`` on the capture
+    thread ``streamer-capture-<source>``, at each state change. Keep them short: they
+    run inside the stage. ``stop()`` may be called from any of them, and from signal
+    handlers.
+    """
 
     def __init__(
         self,
@@ -487,7 +494,7 @@ class Pipeline:
             stale=counts.get("stale", 0),
             late=counts.get("late", 0),
             dropped_capture=capture.dropped,
-            skipped={cause.value: n for cause, n in self.sampler.skipped.items()},
+            skipped=self.sampler.skipped_counts(),
             sink_drops={w.sink.name: w.dropped for w in self._sinks},
             source_fps=capture.measured_fps,
             inference_fps=inference_fps,

@@ -14,6 +14,7 @@ Every frame not sent is counted with its cause.
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -106,6 +107,7 @@ class Sampler:
         self.config = config
         self._clock = clock
         self._next_at: float | None = None  # when the next send is due, on a steady schedule
+        self._lock = threading.Lock()  # skipped is written by the feeder, read by status()
         self.skipped: Counter[SkipCause] = Counter()
         self.sent = 0
         self._gate = (
@@ -164,9 +166,16 @@ class Sampler:
 
     def retract(self, cause: SkipCause) -> None:
         """Take back one skip: the frame is being decided again (held while busy)."""
-        if self.skipped[cause] > 0:
-            self.skipped[cause] -= 1
+        with self._lock:
+            if self.skipped[cause] > 0:
+                self.skipped[cause] -= 1
+
+    def skipped_counts(self) -> dict[str, int]:
+        """A copy of the skips by cause, safe to take from any thread."""
+        with self._lock:
+            return {cause.value: count for cause, count in self.skipped.items()}
 
     def _skip(self, cause: SkipCause) -> Decision:
-        self.skipped[cause] += 1
+        with self._lock:
+            self.skipped[cause] += 1
         return Decision(send=False, cause=cause)

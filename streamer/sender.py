@@ -204,7 +204,11 @@ class BreakerState(enum.Enum):
 
 
 class CircuitBreaker:
-    """After ``failures`` failures in a row stop for ``cooldown`` s, then let one probe through."""
+    """After ``failures`` failures in a row stop for ``cooldown`` s, then let one probe through.
+
+    ``on_change(state, why)`` runs on the thread whose call changed the state (a sender
+    thread in a pool), after the breaker's lock is released.
+    """
 
     def __init__(
         self,
@@ -240,6 +244,7 @@ class CircuitBreaker:
         return max(0.0, self._opened_at + self.cooldown - self._clock())
 
     def allow(self) -> bool:
+        change = None
         with self._lock:
             if self._state is BreakerState.CLOSED:
                 return True
@@ -247,21 +252,25 @@ class CircuitBreaker:
                 self._state is BreakerState.OPEN
                 and self._clock() >= self._opened_at + self.cooldown
             ):
-                self._set(BreakerState.HALF_OPEN, "cooled down; probing")
-            if self._state is BreakerState.HALF_OPEN and not self._probing:
+                change = self._set(BreakerState.HALF_OPEN, "cooled down; probing")
+            allowed = self._state is BreakerState.HALF_OPEN and not self._probing
+            if allowed:
                 self._probing = True
-                return True
-            return False
+        self._notify(change)
+        return allowed
 
     def record_success(self) -> None:
+        change = None
         with self._lock:
             self._consecutive = 0
             self._failing_since = None
             self._probing = False
             if self._state is not BreakerState.CLOSED:
-                self._set(BreakerState.CLOSED, "the API answers again")
+                change = self._set(BreakerState.CLOSED, "the API answers again")
+        self._notify(change)
 
     def record_failure(self, error: Exception) -> None:
+        change = None
         with self._lock:
             self._consecutive += 1
             if self._failing_since is None:
@@ -272,16 +281,23 @@ class CircuitBreaker:
                 self._state is BreakerState.CLOSED and self._consecutive >= self.failures
             ):
                 self._opened_at = self._clock()
-                self._set(
+                change = self._set(
                     BreakerState.OPEN, f"{self._consecutive} failures in a row, last: {error}"
                 )
+        self._notify(change)
+
+    def _notify(self, change: tuple[BreakerState, str] | None) -> None:
+        """Call ``on_change`` outside the lock: a callback may use the breaker itself."""
+        if change is not None and self._on_change is not None:
+            self._on_change(*change)
 
     def release_probe(self) -> None:
         """A probe ended without an answer either way (e.g. the frame went stale)."""
         with self._lock:
             self._probing = False
 
-    def _set(self, state: BreakerState, why: str) -> None:
+    def _set(self, state: BreakerState, why: str) -> tuple[BreakerState, str]:
+        """Under the lock: change state and log; the caller notifies once it is released."""
         previous, self._state = self._state, state
         if state is BreakerState.OPEN and previous is BreakerState.CLOSED:
             self._warned_at = self._clock()
@@ -294,8 +310,7 @@ class CircuitBreaker:
             if state is BreakerState.OPEN and now - self._warned_at >= 60:
                 self._warned_at, level = now, logging.WARNING
             log.log(level, "circuit breaker %s: %s", state.value, why)
-        if self._on_change is not None:
-            self._on_change(state, why)
+        return state, why
 
 
 @dataclass(frozen=True)
@@ -327,6 +342,9 @@ class _Job:
 
 class SenderPool:
     """Sends frames through ``client`` with at most ``max_in_flight`` in the pool at once.
+
+    ``on_result(result)`` and ``on_breaker(state, why)`` run on the sender thread
+    (``streamer-sender-<i>``) that finished the frame or changed the breaker.
 
     Example::
 

@@ -120,3 +120,18 @@ def test_motion_gate_skips_still_frames_and_refreshes() -> None:
 def test_bad_sampler_config(config: dict) -> None:
     with pytest.raises(ConfigError):
         SamplerConfig(**config)
+
+
+def test_skip_counts_are_a_copy_safe_to_take_from_another_thread() -> None:
+    sampler = Sampler(SamplerConfig(live=False, stride=2))
+    for index in range(4):
+        sampler.decide(_frame_for_counts(index), free_slots=1, slots=1)
+    counts = sampler.skipped_counts()
+    assert counts == {"stride": 2}
+    sampler.decide(_frame_for_counts(5), free_slots=1, slots=1)
+    assert counts == {"stride": 2}  # a snapshot, not the live counter
+    assert sampler.skipped_counts() == {"stride": 3}
+
+
+def _frame_for_counts(index: int) -> Frame:
+    return Frame(image=np.zeros((8, 8, 3), np.uint8), index=index)

@@ -366,3 +366,32 @@ def test_the_breaker_measures_how_long_the_api_has_failed() -> None:
     now[0] += 1.0
     assert breaker.allow()  # one probe after the cooldown
     assert not breaker.allow()
+
+
+def test_a_breaker_callback_may_use_the_breaker() -> None:
+    """on_change runs after the lock is released: a callback calling allow() or reading
+    the state does not deadlock (it did while the lock was held)."""
+    now = [0.0]
+    seen: list[tuple[BreakerState, bool]] = []
+
+    def on_change(state: BreakerState, why: str) -> None:
+        seen.append((state, breaker.allow()))
+
+    breaker = CircuitBreaker(1, 1.0, on_change=on_change, clock=lambda: now[0])
+
+    def drive() -> None:
+        breaker.record_failure(ServerError("500"))  # opens
+        now[0] += 2.0
+        breaker.allow()  # half-open: the probe
+        breaker.record_success()  # closed
+
+    worker = threading.Thread(target=drive, name="test-breaker", daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "deadlocked in on_change"
+    assert [state for state, _ in seen] == [
+        BreakerState.OPEN,
+        BreakerState.HALF_OPEN,
+        BreakerState.CLOSED,
+    ]
+    assert seen[-1][1] is True  # closed: allow() inside the callback says yes
