@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from types import TracebackType
 
 import supervision as sv
 
+from streamer.budget import RateBudget
 from streamer.capture import CaptureConfig, CaptureThread, ReconnectPolicy, SourceState, StateEvent
 from streamer.client import RoboflowClient
 from streamer.errors import (
@@ -65,6 +67,31 @@ _POLL_S = 0.1
 _END = object()
 # Errors after which every further request fails the same way: stop, say why.
 _FATAL = (AuthError, ModelNotFound, PlanError, QuotaExhausted, ApiUnavailable)
+
+
+def camera_name(source_id: str) -> str:
+    """A short name for thread names and logs from a source id (credentials already
+    masked): a file's stem, a URL's host and last path part, ``synthetic``."""
+    text = source_id.split("?", 1)[0].rstrip("/")
+    if "://" in text:
+        host = text.split("://", 1)[1].rsplit("@", 1)[-1]
+        parts = host.split("/")
+        text = parts[0].split(":", 1)[0] + (f"-{parts[-1]}" if len(parts) > 1 else "")
+    else:
+        text = text.rsplit("/", 1)[-1].rsplit(".", 1)[0] or text
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+    return name[:40] or "camera"
+
+
+def _drop_policy(sink: Sink, live: bool) -> DropPolicy:
+    """The sink's own policy (``drop_policy(live)``), else: live keeps the newest,
+    recorded never loses an output."""
+    declared = getattr(sink, "drop_policy", None)
+    if callable(declared):
+        policy = declared(live)
+        if isinstance(policy, DropPolicy):
+            return policy
+    return DropPolicy.DROP_OLDEST if live else DropPolicy.BLOCK
 
 
 @dataclass(frozen=True)
@@ -115,8 +142,8 @@ class Pipeline:
     """Wires the stages and owns their threads; a context manager.
 
     Callbacks and the thread each runs on: ``on_prediction(output, detections)`` on
-    ``streamer-render``, once per output frame; ``on_status(event)`` on the capture
-    thread ``streamer-capture-<source>``, at each state change. Keep them short: they
+    ``streamer-render-<camera>``, once per output frame; ``on_status(event)`` on the
+    capture thread ``streamer-capture-<source>``, at each state change. Keep them short: they
     run inside the stage. ``stop()`` may be called from any of them, and from signal
     handlers.
     """
@@ -130,9 +157,15 @@ class Pipeline:
         sinks: Sequence[Sink] = (),
         on_prediction: Callable[[Output, sv.Detections], None] | None = None,
         on_status: Callable[[StateEvent], None] | None = None,
+        budget: RateBudget | None = None,
+        camera: str | None = None,
     ) -> None:
+        """``budget``: the API key's shared request budget (``Budgets.for_key``), else
+        the pool's own from ``settings.sender.rate_limit``. ``camera``: the name in
+        thread names and bookings (default: from the source)."""
         self.settings = settings
         self.client = client
+        self.camera = camera or camera_name(source.source_id)
         self._on_prediction = on_prediction
         self._on_status = on_status
         self._stop = threading.Event()
@@ -149,15 +182,19 @@ class Pipeline:
         sampler_config = settings.sampler or SamplerConfig(live=settings.live)
         self.sampler = Sampler(sampler_config)
         self.pool = SenderPool(
-            client, settings.sender, on_result=self._on_result if settings.live else None
+            client,
+            settings.sender,
+            on_result=self._on_result if settings.live else None,
+            budget=budget,
+            name=self.camera,
         )
-        policy = DropPolicy.DROP_OLDEST if settings.live else DropPolicy.BLOCK
         self._sinks = [
             SinkWorker(
                 sink,
-                capacity=8 if sink.name == "display" else 64,
-                policy=DropPolicy.DROP_NEWEST if sink.name == "webhook" else policy,
+                capacity=getattr(sink, "queue_size", 64),
+                policy=_drop_policy(sink, settings.live),
                 on_failure=self._sink_failed,
+                thread_name=f"streamer-sink-{self.camera}-{sink.name}",
             )
             for sink in sinks
         ]
@@ -176,8 +213,10 @@ class Pipeline:
         self._newest_shown = -1
         self._hud_cache: tuple[float, PipelineStatus] | None = None
         self._threads = [
-            threading.Thread(target=self._feed, name="streamer-feed", daemon=True),
-            threading.Thread(target=self._render_loop, name="streamer-render", daemon=True),
+            threading.Thread(target=self._feed, name=f"streamer-feed-{self.camera}", daemon=True),
+            threading.Thread(
+                target=self._render_loop, name=f"streamer-render-{self.camera}", daemon=True
+            ),
         ]
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -284,13 +323,13 @@ class Pipeline:
                     if time.monotonic() - frame.captured_at > self._hold_limit():
                         continue  # the next frame is nearer than this one is old: wait for it
                     self.sampler.retract(SkipCause.BUSY)  # decided again below
-                governor = self.pool.governor
+                budget = self.pool.budget
                 decision = self.sampler.decide(
                     frame,
                     free_slots=self.pool.free_slots,
                     slots=slots,
                     latency=self.pool.latency_ewma,
-                    rate_cap=governor.rate if governor is not None else None,
+                    rate_cap=budget.rate if budget is not None else None,
                 )
                 if live:
                     held = frame if decision.cause is SkipCause.BUSY else None

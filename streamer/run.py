@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from streamer._av import av
+from streamer.budget import Budgets
 from streamer.client import (
     DEFAULT_API_URL,
     RoboflowClient,
@@ -482,7 +483,11 @@ def run(
         _preflight(client, max_retry_wait=config.max_retry_wait)
         holder: list[Pipeline] = []
         sinks = _sinks(config, live, holder, outputs)
-        pipeline = Pipeline(source, client, _settings(config, live, target), sinks=sinks)
+        rate = _rate_limit(config, target)
+        budget = Budgets().for_key(client.api_key_fingerprint, target.host, rate) if rate else None
+        pipeline = Pipeline(
+            source, client, _settings(config, live, target), sinks=sinks, budget=budget
+        )
         holder.append(pipeline)
         started = time.monotonic()
         display = outputs.sinks.get("display")

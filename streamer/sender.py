@@ -5,7 +5,7 @@
     submit(frame) ─▶ bounded queue ─▶ N sender threads ─▶ Result (future + callback)
                                         │
                     circuit breaker ────┤  stop sending after K failures in a row
-                    rate governor ──────┤  requests/s cap per API key, halves on 429
+                    rate budget ────────┤  requests/s per API key (streamer.budget), halves on 429
                     retry with backoff ─┘  only while the frame's deadline allows
 
 Threads (not asyncio): a shared ``httpx.Client`` across threads held 0.94-0.98 of
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import ClassVar
 
+from streamer.budget import RateBudget, RateGovernor
 from streamer.client import Prediction, Prepared, RoboflowClient
 from streamer.errors import (
     ApiUnavailable,
@@ -110,91 +110,6 @@ class SenderConfig:
             raise ConfigError("outage_wait must be >= 0")
         if not self.max_retry_wait >= 0:
             raise ConfigError("max_retry_wait must be >= 0")
-
-
-class RateGovernor:
-    """A requests-per-second cap that halves on 429 and recovers additively (AIMD).
-
-    Shared by every pool that sends with one API key to one host (``for_key``),
-    since the API's limit is per key, not per pool.
-    """
-
-    _shared: ClassVar[dict[tuple[str, str], RateGovernor]] = {}
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(
-        self,
-        cap: float,
-        *,
-        floor: float = 0.5,
-        recovery_per_s: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.cap = cap
-        self.floor = min(floor, cap)
-        # Back from half to full within about 10 s, as TCP's additive increase would.
-        self.recovery_per_s = recovery_per_s if recovery_per_s is not None else cap / 20
-        self._clock = clock
-        self._rate = cap
-        self._lock = threading.Lock()
-        now = clock()
-        self._next_slot = now
-        self._updated = now
-        self._last_cut = -1e9
-        self._paused_until = now
-        self._calls: collections.deque[float] = collections.deque()
-
-    @classmethod
-    def for_key(cls, key_fingerprint: str, host: str, cap: float) -> RateGovernor:
-        with cls._shared_lock:
-            governor = cls._shared.get((key_fingerprint, host))
-            if governor is None:
-                governor = cls._shared[(key_fingerprint, host)] = cls(cap)
-            return governor
-
-    def _recover(self, now: float) -> None:
-        self._rate = min(self.cap, self._rate + self.recovery_per_s * (now - self._updated))
-        self._updated = now
-
-    @property
-    def rate(self) -> float:
-        with self._lock:
-            self._recover(self._clock())
-            return self._rate
-
-    def calls_per_minute(self) -> int:
-        with self._lock:
-            self._trim(self._clock())
-            return len(self._calls)
-
-    def _trim(self, now: float) -> None:
-        while self._calls and self._calls[0] < now - 60:
-            self._calls.popleft()
-
-    def reserve(self, deadline: float | None) -> float | None:
-        """Book the next send slot; its time, or ``None`` if it would fall past ``deadline``."""
-        with self._lock:
-            now = self._clock()
-            self._recover(now)
-            slot = max(now, self._next_slot, self._paused_until)
-            if deadline is not None and slot > deadline:
-                return None
-            self._next_slot = slot + 1 / self._rate
-            self._trim(now)
-            self._calls.append(slot)
-            return slot
-
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: halve the rate (once per second, however many answers say so) and pause."""
-        with self._lock:
-            now = self._clock()
-            self._recover(now)
-            if now - self._last_cut >= 1.0:
-                self._rate = max(self.floor, self._rate / 2)
-                self._last_cut = now
-                log.warning("429 from the API: send rate cut to %.1f/s", self._rate)
-            if retry_after:
-                self._paused_until = max(self._paused_until, now + retry_after)
 
 
 class BreakerState(enum.Enum):
@@ -361,16 +276,19 @@ class SenderPool:
         *,
         on_result: Callable[[Result], None] | None = None,
         on_breaker: Callable[[BreakerState, str], None] | None = None,
-        governor: RateGovernor | None = None,
+        budget: RateBudget | None = None,
+        name: str = "",
     ) -> None:
+        """``budget``: the key's shared request budget (``Budgets.for_key``); without
+        one, ``config.rate_limit`` gives this pool a budget of its own. ``name`` (the
+        camera) goes into thread names and into the budget's bookings."""
         self.client = client
         self.config = config = config or SenderConfig()
         self._on_result = on_result
-        if governor is None and config.rate_limit is not None:
-            governor = RateGovernor.for_key(
-                client.api_key_fingerprint, client.target.host, config.rate_limit
-            )
-        self.governor = governor
+        if budget is None and config.rate_limit is not None:
+            budget = RateGovernor(config.rate_limit)
+        self.budget = budget
+        self.name = name
         self.breaker = CircuitBreaker(
             config.breaker_failures, config.breaker_cooldown, on_change=on_breaker
         )
@@ -385,7 +303,11 @@ class SenderPool:
         self._calls: collections.deque[float] = collections.deque()
         self._random = random.Random()
         self._threads = [
-            threading.Thread(target=self._work, name=f"streamer-sender-{i}", daemon=True)
+            threading.Thread(
+                target=self._work,
+                name=f"streamer-sender-{name}-{i}" if name else f"streamer-sender-{i}",
+                daemon=True,
+            )
             for i in range(config.max_in_flight)
         ]
         self._started = False
@@ -516,8 +438,8 @@ class SenderPool:
                     job, Status.FAILED, error=blocked, timings=_with(timings, started, attempt)
                 )
                 return
-            if self.governor is not None:
-                slot = self.governor.reserve(job.deadline)
+            if self.budget is not None:
+                slot = self.budget.reserve(job.deadline, camera=self.name)
                 if slot is None or not self._sleep_until(slot):
                     self.breaker.release_probe()
                     self._finish(job, Status.STALE, timings=_with(timings, started, attempt))
@@ -620,7 +542,7 @@ class SenderPool:
         return error
 
     def _account_failure(self, error: InferenceError) -> None:
-        """Tell the governor about 429s and the breaker about failures of the API."""
+        """Tell the budget about 429s and the breaker about failures of the API."""
         if isinstance(error, QuotaExhausted):
             with self._lock:
                 self._counts["rate_limited"] += 1
@@ -628,8 +550,8 @@ class SenderPool:
         elif isinstance(error, RateLimited):
             with self._lock:
                 self._counts["rate_limited"] += 1
-            if self.governor is not None:
-                self.governor.on_rate_limited(error.retry_after)
+            if self.budget is not None:
+                self.budget.on_rate_limited(error.retry_after, camera=self.name)
             self.breaker.release_probe()
         elif isinstance(error, _BREAKER_FAILURES):
             self.breaker.record_failure(error)
@@ -711,7 +633,7 @@ class SenderPool:
             retries=counts.get("retries", 0),
             rate_limited=counts.get("rate_limited", 0),
             in_flight=in_flight,
-            rate=self.governor.rate if self.governor else None,
+            rate=self.budget.rate if self.budget else None,
             calls_per_minute=calls,
             breaker=self.breaker.state.value,
             latency_ewma=ewma,

@@ -481,3 +481,43 @@ def test_live_result_age_stays_bounded_through_api_faults(fault: FaultConfig) ->
     assert settled, "results again within 2 s of the fault ending"
     assert all(o[1] == "ok" for o in settled)
     assert max(o[2] for o in settled) < 0.3
+
+
+@pytest.mark.parametrize(
+    ("source_id", "name"),
+    [
+        ("rtsp://admin:***@10.0.0.5:554/stream1", "10.0.0.5-stream1"),
+        ("/videos/Holiday [1080p].mp4", "Holiday-1080p"),
+        ("synthetic", "synthetic"),
+        ("http://cam.local/live.m3u8?token=***", "cam.local-live.m3u8"),
+    ],
+)
+def test_camera_names_from_sources(source_id: str, name: str) -> None:
+    from streamer.pipeline import camera_name
+
+    assert camera_name(source_id) == name
+
+
+def test_thread_names_carry_the_camera(
+    clip: Path, start_server: ServerFactory, tmp_path: Path
+) -> None:
+    from streamer.sinks import JsonLinesSink
+
+    server = start_server(FaultConfig(latency_ms=50))
+    client = RoboflowClient(Target.model("shapes/1", api_url=server.url))
+    sinks = [JsonLinesSink(tmp_path / "door.jsonl")]
+    settings = PipelineSettings(live=False, sender=SenderConfig(max_in_flight=2))
+    with (
+        client,
+        Pipeline(open_source(str(clip)), client, settings, sinks=sinks, camera="door") as pipeline,
+    ):
+        wait_for(lambda: pipeline.status().outputs >= 1, what="the first output")
+        names = {t.name for t in threading.enumerate()}
+    expected = {
+        "streamer-feed-door",
+        "streamer-render-door",
+        "streamer-sender-door-0",
+        "streamer-sender-door-1",
+        "streamer-sink-door-jsonl",
+    }
+    assert expected <= names

@@ -39,7 +39,7 @@ def _pool(url: str, **config: object) -> SenderPool:
     client = RoboflowClient(Target.model("shapes/1", api_url=url), api_key=KEY, max_connections=16)
     config.setdefault("rate_limit", None)
     config.setdefault("submit_timeout", 30.0)
-    return SenderPool(client, SenderConfig(**config), governor=None).start()  # type: ignore[arg-type]
+    return SenderPool(client, SenderConfig(**config)).start()  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_a_429_storm_lowers_the_rate_and_it_recovers(
     storm = start_server(FaultConfig(rate_limit=5, burst=1))
     client = RoboflowClient(Target.model("shapes/1", api_url=storm.url))
     config = SenderConfig(max_in_flight=8, max_retries=0, rate_limit=40, submit_timeout=30)
-    pool = SenderPool(client, config, governor=governor)
+    pool = SenderPool(client, config, budget=governor)
     pools.append(pool.start())
     results = _results(pool, 40)
     assert any(r.status is Status.FAILED for r in results)
@@ -395,3 +395,42 @@ def test_a_breaker_callback_may_use_the_breaker() -> None:
         BreakerState.CLOSED,
     ]
     assert seen[-1][1] is True  # closed: allow() inside the callback says yes
+
+
+def test_budgets_are_one_per_key_and_host_and_refuse_a_second_cap() -> None:
+    from streamer.budget import Budgets
+    from streamer.errors import ConfigError
+
+    budgets = Budgets()
+    first = budgets.for_key("key-a", "detect.roboflow.com", 20)
+    assert budgets.for_key("key-a", "detect.roboflow.com", 20) is first  # shared
+    assert budgets.for_key("key-b", "detect.roboflow.com", 20) is not first
+    assert budgets.for_key("key-a", "serverless.roboflow.com", 20) is not first
+    with pytest.raises(ConfigError, match="another cap"):
+        budgets.for_key("key-a", "detect.roboflow.com", 40)  # not silently ignored
+    assert len(budgets) == 3
+    assert len(Budgets()) == 0  # no process-wide state: a new registry starts empty
+
+
+def test_pools_of_one_key_share_its_budget(start_server: ServerFactory) -> None:
+    from streamer.budget import Budgets
+
+    server = start_server()
+    budget = Budgets().for_key("k", "127.0.0.1", 10)
+    clients = [RoboflowClient(Target.model("shapes/1", api_url=server.url)) for _ in range(2)]
+    pools = [
+        SenderPool(c, SenderConfig(max_in_flight=2), budget=budget, name=f"cam{i}")
+        for i, c in enumerate(clients)
+    ]
+    try:
+        for pool in pools:
+            pool.start()
+        names = {t.name for t in threading.enumerate()}
+        assert {"streamer-sender-cam0-0", "streamer-sender-cam1-1"} <= names
+        futures = [pool.submit(_frame(i), wait=5) for i, pool in enumerate(pools) for _ in "ab"]
+        assert all(f.result(timeout=10).status is Status.OK for f in futures)
+        assert budget.calls_per_minute() == 4  # both pools booked from the one budget
+    finally:
+        for pool, client in zip(pools, clients, strict=True):
+            pool.close()
+            client.close()

@@ -37,9 +37,11 @@ class Sink(Protocol):
     """An output. ``write`` and ``close`` run on the sink's own worker thread, never
     anywhere else (GUI toolkits and HTTP clients stay on the thread that made them).
 
-    Optional methods, looked up by name: ``idle()`` (on the worker thread, every
-    half second with nothing to write) and ``interrupt()`` (from any thread: stop
-    waiting on retries, the run is being stopped).
+    Optional, looked up by name: ``queue_size`` (outputs buffered for it, 64),
+    ``drop_policy(live) -> DropPolicy`` (what happens when its queue is full: by
+    default live keeps the newest, recorded waits), ``idle()`` (on the worker thread,
+    every half second with nothing to write) and ``interrupt()`` (from any thread:
+    stop waiting on retries, the run is being stopped).
     """
 
     name: str
@@ -70,6 +72,7 @@ class SinkWorker:
         capacity: int = 64,
         policy: DropPolicy = DropPolicy.BLOCK,
         on_failure: Callable[[SinkWorker], None] | None = None,
+        thread_name: str | None = None,
     ) -> None:
         self.sink = sink
         self.policy = policy
@@ -83,7 +86,7 @@ class SinkWorker:
         self.written = 0
         self.error: SinkError | None = None
         self._thread = threading.Thread(
-            target=self._run, name=f"streamer-sink-{sink.name}", daemon=True
+            target=self._run, name=thread_name or f"streamer-sink-{sink.name}", daemon=True
         )
 
     def start(self) -> SinkWorker:

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.errors import SinkError
-from streamer.sinks.base import Output
+from streamer.sinks.base import DropPolicy, Output
 
 __all__ = ["DisplaySink", "display_problem"]
 
@@ -85,6 +85,11 @@ def display_problem() -> str | None:
 class DisplaySink:
     name = "display"
     wants_image = True
+    queue_size = 8  # a window shows the newest frame; a deep queue only adds delay
+
+    @staticmethod
+    def drop_policy(live: bool) -> DropPolicy:
+        return DropPolicy.DROP_OLDEST if live else DropPolicy.BLOCK
 
     def __init__(self, title: str, *, on_quit: Callable[[], None]) -> None:
         problem = display_problem()

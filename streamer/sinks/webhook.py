@@ -12,7 +12,7 @@ import httpx
 
 from streamer.errors import ConfigError
 from streamer.redaction import install_log_redaction, redact
-from streamer.sinks.base import Output
+from streamer.sinks.base import DropPolicy, Output
 
 __all__ = ["WebhookSink"]
 
@@ -44,6 +44,12 @@ class WebhookSink:
 
     name = "webhook"
     wants_image = False
+    queue_size = 64
+
+    @staticmethod
+    def drop_policy(live: bool) -> DropPolicy:
+        """Keep what is queued: the outbox already bounds and counts what is lost."""
+        return DropPolicy.DROP_NEWEST
 
     def __init__(
         self,
