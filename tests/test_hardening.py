@@ -1110,3 +1110,40 @@ def test_show_draws_a_window_on_a_real_display(
     assert "60 frames out" in done.stderr
     noise = [line for line in done.stderr.splitlines() if not line.startswith("streamer: ")]
     assert noise == []  # no Qt chatter on the terminal
+
+
+def test_a_sink_busy_in_idle_never_stalls_the_renderer() -> None:
+    """A webhook posting from ``idle`` (seconds against a slow endpoint) must not hold the
+    queue's lock: ``put`` from the render thread returns at once."""
+    from streamer.frames import Frame
+    from streamer.sinks import Output, SinkWorker
+    from streamer.sinks.base import DropPolicy
+
+    release = threading.Event()
+    in_idle = threading.Event()
+
+    class SlowPeer:  # a sink at the edge: only its idle call is slow
+        name = "slow"
+        wants_image = False
+
+        def write(self, output: Output) -> None:
+            pass
+
+        def idle(self) -> None:
+            in_idle.set()
+            release.wait(30)
+
+        def close(self) -> None:
+            pass
+
+    worker = SinkWorker(SlowPeer(), capacity=4, policy=DropPolicy.DROP_NEWEST).start()
+    try:
+        assert in_idle.wait(10)
+        frame = Frame(image=np.zeros((2, 2, 3), np.uint8), index=0)
+        started = time.monotonic()
+        assert worker.put(Output(frame=frame, image=None, record={}))
+        assert time.monotonic() - started < 1.0  # not blocked behind the idle call
+    finally:
+        release.set()
+        worker.close(timeout=10)
+    assert worker.finished

@@ -131,15 +131,17 @@ class SinkWorker:
                 with self._cond:
                     if not self._items and not self._closing:
                         self._cond.wait(_IDLE_S)
-                    if not self._items:
-                        if self._closing:
-                            return
-                        idle = getattr(self.sink, "idle", None)
-                        if callable(idle) and self.error is None:
-                            self._call(idle)
-                        continue
-                    output = self._items.popleft()
+                    if not self._items and self._closing:
+                        return
+                    output = self._items.popleft() if self._items else None
                     self._cond.notify_all()
+                if output is None:
+                    # outside the lock: a webhook's idle post may take seconds, and ``put``
+                    # from the render thread must not wait for it
+                    idle = getattr(self.sink, "idle", None)
+                    if callable(idle) and self.error is None:
+                        self._call(idle)
+                    continue
                 if self.error is None:
                     self._call(self.sink.write, output)
                     if self.error is None:
