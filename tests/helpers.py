@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
 import socket
@@ -124,3 +125,35 @@ def records(path: Path) -> list[dict[str, Any]]:
 def decode(path: Path) -> list[av.VideoFrame]:
     with av.open(str(path)) as container:
         return list(container.decode(video=0))
+
+
+# An answer with no detections, as Roboflow's model route gives it.
+EMPTY_ANSWER = b'{"predictions": [], "image": {"width": 64, "height": 64}}'
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Request handler for the small servers tests start: no access log, the request's
+    body read in one call, an answer sent in one call."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def reply(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if body:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

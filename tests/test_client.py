@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import logging
 import traceback
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from streamer.errors import (
 )
 from streamer.server import FaultConfig, ServerThread
 from streamer.synth import Scene
-from tests.helpers import ServerFactory, free_port, iou
+from tests.helpers import QuietHandler, ServerFactory, free_port, iou
 
 KEY = "rf_LEAKCANARY_9f8e7d6c5b4a"
 
@@ -153,25 +152,18 @@ def test_bad_targets() -> None:
 # -- errors and secrets -----------------------------------------------------------------------
 
 
-class _EdgeHandler(http.server.BaseHTTPRequestHandler):
+class _EdgeHandler(QuietHandler):
     """Answers Roboflow errors our server never gives: 402, invalid JSON, an echo of the URL."""
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         if self.path.startswith("/plan/"):
             status, body = 402, b'{"message": "This model requires a paid plan"}'
         elif self.path.startswith("/echo/"):
             status, body = 500, ('{"message": "failed for ' + self.path + '"}').encode()
         else:
             status, body = 200, b"<html>not json</html>"
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.reply(status, body)  # the HTML body is labelled JSON on purpose
 
 
 @pytest.fixture

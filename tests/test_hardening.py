@@ -25,7 +25,9 @@ import pytest
 from streamer.server import FaultConfig, ServerThread
 from streamer.synth import Scene
 from tests.helpers import (
+    EMPTY_ANSWER,
     STREAMER,
+    QuietHandler,
     ServerFactory,
     count_lines,
     decode,
@@ -280,7 +282,7 @@ def test_some_failures_pass_unless_max_failed_is_exceeded(
 # -- 6. Retry-After past the cap ------------------------------------------------------------------
 
 
-class _Scripted(http.server.BaseHTTPRequestHandler):
+class _Scripted(QuietHandler):
     """Answers ``ok_first`` requests with no detections, then ``status`` (with
     ``headers``) forever."""
 
@@ -291,25 +293,14 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
     lock = threading.Lock()
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         with self.lock:
             type(self).served += 1
             ok = self.served <= self.ok_first
-        body = (
-            b'{"predictions": [], "image": {"width": 64, "height": 64}}'
-            if ok
-            else b'{"message": "scripted failure"}'
-        )
-        self.send_response(200 if ok else self.status)
-        for name, value in ({} if ok else self.headers_out).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        if ok:
+            self.reply(200, EMPTY_ANSWER)
+        else:
+            self.reply(self.status, b'{"message": "scripted failure"}', headers=self.headers_out)
 
 
 def _scripted(
@@ -346,11 +337,11 @@ def test_retry_after_past_the_cap_ends_the_run(
 # -- 7. a whole request is bounded; absurd numbers are settings errors --------------------------
 
 
-class _Drip(http.server.BaseHTTPRequestHandler):
+class _Drip(QuietHandler):
     """Sends the headers, then one byte of the body every 0.3 s."""
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         body = b'{"predictions": []}' + b" " * 80
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -361,9 +352,6 @@ class _Drip(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(bytes([byte]))
                 self.wfile.flush()
                 time.sleep(0.3)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def test_request_timeout_bounds_the_whole_request(serve_http: ServeHTTP) -> None:
@@ -427,20 +415,13 @@ def test_a_dead_camera_is_reported_at_once_and_fails_after_connect_timeout() -> 
     assert "Traceback" not in done.stderr
 
 
-class _WebPage(http.server.BaseHTTPRequestHandler):
+class _WebPage(QuietHandler):
     def do_GET(self) -> None:
         if self.path.startswith("/missing"):
             self.send_error(404)
             return
-        body = b"<html><body>a camera's login page</body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        page = b"<html><body>a camera's login page</body></html>"
+        self.reply(200, page, content_type="text/html")
 
 
 @pytest.mark.parametrize(("path", "reason"), [("/live", "not a video"), ("/missing", "404")])
@@ -488,14 +469,24 @@ def test_an_http_file_that_cannot_be_read_fails_instead_of_looping(
 def test_reconnect_forever_keeps_trying_past_the_connect_timeout() -> None:
     url = f"rtsp://127.0.0.1:{free_port()}/later"
     process = start_cli(
-        "run", url, "--model", "shapes/1", "--connect-timeout", "0.5", "--reconnect", "forever"
-    )
+        "--debug", "run", url, "--model", "shapes/1",
+        "--connect-timeout", "0.5", "--reconnect", "forever",
+    )  # fmt: skip
     try:
         stderr = process.stderr
         assert stderr is not None
-        wait_for(lambda: "connection refused" in stderr.readline(), what="a failure")
-        time.sleep(3.0)  # six connect timeouts: it would have failed by now without forever
+        retries: list[str] = []
+
+        def retried() -> bool:
+            line = stderr.readline()
+            retries.extend([line] if "retrying in" in line else [])
+            return len(retries) >= 5
+
+        # --debug logs every attempt; five attempts back off for more than 2 s, four
+        # times the connect timeout: without "forever" the run would have failed by then
+        wait_for(retried, what="five reconnect attempts")
         assert process.poll() is None
+        assert not any("failed" in line for line in retries)
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)
     finally:
@@ -507,7 +498,7 @@ def test_reconnect_forever_keeps_trying_past_the_connect_timeout() -> None:
 # -- 9. a hostile API ---------------------------------------------------------------------------
 
 
-class _Flood(http.server.BaseHTTPRequestHandler):
+class _Flood(QuietHandler):
     """Answers every frame with 100,000 boxes."""
 
     body = json.dumps(
@@ -523,18 +514,10 @@ class _Flood(http.server.BaseHTTPRequestHandler):
     served = 0
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         type(self).served += 1
         first = self.served == 1  # the preflight gets a sane answer, the frames the flood
-        body = b'{"predictions": [], "image": {"width": 64, "height": 64}}' if first else self.body
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.reply(200, EMPTY_ANSWER if first else self.body)
 
 
 def test_a_flood_of_boxes_gives_a_record_for_every_frame(
@@ -579,16 +562,13 @@ def test_show_with_a_display_that_cannot_be_opened(make_clip: Callable[..., Path
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-class _HangingHook(http.server.BaseHTTPRequestHandler):
+class _HangingHook(QuietHandler):
     arrived = threading.Event()
     release = threading.Event()
 
     def do_POST(self) -> None:
         type(self).arrived.set()
         type(self).release.wait(30)  # never answers while the test runs
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def test_ctrl_c_with_a_hanging_webhook_exits_quickly(
@@ -686,20 +666,12 @@ def test_variable_frame_rate_keeps_each_frames_time(tmp_path: Path) -> None:
 # -- 14. server time from the body ----------------------------------------------------------------
 
 
-class _TimedBody(http.server.BaseHTTPRequestHandler):
+class _TimedBody(QuietHandler):
     """Roboflow's own server: the time in the body, no X-Processing-Time header."""
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = b'{"predictions": [], "image": {"width": 64, "height": 64}, "time": 0.042}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.read_body()
+        self.reply(200, b'{"predictions": [], "image": {"width": 64, "height": 64}, "time": 0.042}')
 
 
 def test_server_time_falls_back_to_the_body(serve_http: ServeHTTP, tmp_path: Path) -> None:
@@ -750,21 +722,13 @@ def test_rejected_arguments_are_named_but_never_shown(make_clip: Callable[..., P
     assert "ROBOFLOW_API_KEY" in run_cli("run", "--help").stdout
 
 
-class _KeyRecorder(http.server.BaseHTTPRequestHandler):
+class _KeyRecorder(QuietHandler):
     seen: ClassVar[list[tuple[str, str]]] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         self.seen.append((self.path, self.headers.get("Authorization", "")))
-        body = b'{"predictions": [], "image": {"width": 64, "height": 64}}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        self.reply(200, EMPTY_ANSWER)
 
 
 @pytest.mark.parametrize(
@@ -826,29 +790,17 @@ def test_credentials_in_a_source_url_never_reach_records_or_the_terminal(
 # -- 16. text from servers is made safe; pages and redirects are named ------------------------
 
 
-class _Odd(http.server.BaseHTTPRequestHandler):
+class _Odd(QuietHandler):
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         if self.path.startswith("/page/"):
-            status, kind, body = 404, "text/html", b"<!DOCTYPE html><html>Not here</html>"
+            self.reply(404, b"<!DOCTYPE html><html>Not here</html>", content_type="text/html")
         elif self.path.startswith("/moved/"):
-            self.send_response(301)
-            self.send_header("Location", "https://elsewhere.example/api?api_key=LEAKED")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            location = "https://elsewhere.example/api?api_key=LEAKED"
+            self.reply(301, headers={"Location": location})
         else:
             message = "\x1b[31mred\x1b]0;pwned\x07\nsecond line\r\x1b[2J" + "x" * 5000
-            status, kind = 500, "application/json"
-            body = json.dumps({"message": message}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+            self.reply(500, json.dumps({"message": message}).encode())
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from streamer.sender import (
 )
 from streamer.server import FaultConfig, ServerConfig, ServerThread
 from streamer.synth import Scene
-from tests.helpers import ServerFactory, free_port
+from tests.helpers import EMPTY_ANSWER, QuietHandler, ServerFactory, free_port
 
 KEY = "rf_SENDERCANARY_0a1b2c3d4e"
 IMAGE = Scene(width=320, height=240, objects=2, seed=1).render(0)
@@ -56,26 +56,19 @@ def _results(pool: SenderPool, count: int, **submit: object) -> list[Result]:
     return [f.result(timeout=30) for f in futures]
 
 
-class _Rendezvous(http.server.BaseHTTPRequestHandler):
+class _Rendezvous(QuietHandler):
     """Answers only once ``barrier.parties`` requests are being served at the same time."""
 
     barrier: threading.Barrier
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.read_body()
         try:
             self.barrier.wait()
-            status, body = 200, b'{"predictions": [], "image": {"width": 64, "height": 64}}'
         except threading.BrokenBarrierError:
-            status, body = 500, b'{"message": "fewer requests at once than expected"}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+            self.reply(500, b'{"message": "fewer requests at once than expected"}')
+        else:
+            self.reply(200, EMPTY_ANSWER)
 
 
 def test_the_pool_has_max_in_flight_requests_out_at_once(
