@@ -28,6 +28,7 @@ import collections
 import logging
 import queue
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -59,7 +60,7 @@ from streamer.sinks.base import DropPolicy, Output, Sink, SinkWorker
 from streamer.sources import Source
 from streamer.tracking import TrackerConfig, Tracking
 
-__all__ = ["Pipeline", "PipelineSettings", "PipelineStatus"]
+__all__ = ["Pipeline", "PipelineSettings", "PipelineStatus", "camera_name", "new_run_id"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,12 @@ def camera_name(source_id: str) -> str:
         text = text.rsplit("/", 1)[-1].rsplit(".", 1)[0] or text
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
     return name[:40] or "camera"
+
+
+def new_run_id() -> str:
+    """A run's id: its start time (UTC) and four random hex digits, sortable and short."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{stamp}-{secrets.token_hex(2)}"
 
 
 def _drop_policy(sink: Sink, live: bool) -> DropPolicy:
@@ -113,6 +120,8 @@ class PipelineSettings:
     render: RenderConfig = field(default_factory=RenderConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     queue_size: int = 32  # recorded: frames buffered between stages
+    weight: float = 1.0  # this camera's part of a shared budget, against the others'
+    min_fps: float = 0.0  # requests/s this camera gets first when the budget allows
 
 
 @dataclass(frozen=True)
@@ -159,13 +168,16 @@ class Pipeline:
         on_status: Callable[[StateEvent], None] | None = None,
         budget: RateBudget | None = None,
         camera: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         """``budget``: the API key's shared request budget (``Budgets.for_key``), else
         the pool's own from ``settings.sender.rate_limit``. ``camera``: the name in
-        thread names and bookings (default: from the source)."""
+        thread names, bookings and records (default: from the source). ``run_id``:
+        stamped on every record (default: a new one)."""
         self.settings = settings
         self.client = client
         self.camera = camera or camera_name(source.source_id)
+        self.run_id = run_id or new_run_id()
         self._on_prediction = on_prediction
         self._on_status = on_status
         self._stop = threading.Event()
@@ -222,6 +234,10 @@ class Pipeline:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> Pipeline:
+        if self.pool.budget is not None:
+            self.pool.budget.join(
+                self.camera, weight=self.settings.weight, min_fps=self.settings.min_fps
+            )
         for worker in self._sinks:
             worker.start()
         self.pool.start()
@@ -255,6 +271,8 @@ class Pipeline:
             if thread.is_alive():
                 log.warning("%s did not stop in time", thread.name)
         self.pool.close(timeout=1.0 if interrupted else 2.0)
+        if self.pool.budget is not None:
+            self.pool.budget.leave(self.camera)
         for worker in self._sinks:  # all at once: a slow webhook does not delay the video
             worker.begin_close(interrupt=interrupted)
         for worker in self._sinks:
@@ -329,7 +347,7 @@ class Pipeline:
                     free_slots=self.pool.free_slots,
                     slots=slots,
                     latency=self.pool.latency_ewma,
-                    rate_cap=budget.rate if budget is not None else None,
+                    rate_cap=budget.share(self.camera) if budget is not None else None,
                 )
                 if live:
                     held = frame if decision.cause is SkipCause.BUSY else None
@@ -463,6 +481,8 @@ class Pipeline:
                 hud=self._hud(status) if self.settings.render.hud else None,
             )
         record = build_record(
+            camera=self.camera,
+            run_id=self.run_id,
             source=frame.source_id,
             frame_index=frame.index,
             pts=frame.pts,

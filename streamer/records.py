@@ -3,6 +3,8 @@
 Schema (keys downstream consumers rely on)::
 
     {
+      "camera": "door",                       # the camera's name, unique in the run
+      "run_id": "20261128T091500-3f2a",       # one per run: tells runs apart in one file
       "source": "rtsp://cam/stream",         # credentials masked
       "frame_index": 42,                      # counts every decoded frame of the source
       "pts": 1.4,                             # seconds, stream time (null when unknown)
@@ -93,6 +95,8 @@ def detections_json(detections: sv.Detections) -> list[dict[str, Any]]:
 
 def build_record(
     *,
+    camera: str,
+    run_id: str,
     source: str,
     frame_index: int,
     pts: float | None,
@@ -102,6 +106,8 @@ def build_record(
     classification: Classification | None = None,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
+        "camera": camera,
+        "run_id": run_id,
         "source": source,
         "frame_index": frame_index,
         "pts": None if pts is None else round(pts, 6),

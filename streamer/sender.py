@@ -439,7 +439,7 @@ class SenderPool:
                 )
                 return
             if self.budget is not None:
-                slot = self.budget.reserve(job.deadline, camera=self.name)
+                slot = self.budget.reserve(job.deadline, camera=self.name, abandon=self._stop)
                 if slot is None or not self._sleep_until(slot):
                     self.breaker.release_probe()
                     self._finish(job, Status.STALE, timings=_with(timings, started, attempt))

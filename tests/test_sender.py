@@ -170,16 +170,40 @@ def test_a_429_storm_lowers_the_rate_and_it_recovers(
 def test_governor_paces_requests() -> None:
     now = [0.0]
     governor = RateGovernor(10, clock=lambda: now[0])
-    slots = [governor.reserve(None) for _ in range(5)]
-    assert slots == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
-    assert governor.reserve(deadline=0.45) is None  # the next slot (0.5) is past the deadline
+    granted = []
+    for step in range(50):  # 0.5 s in 10 ms steps, a request always waiting
+        now[0] = step * 0.01
+        ticket = governor.request("cam")
+        governor.grant_due()
+        if ticket.granted_at is not None:
+            granted.append(ticket.granted_at)
+        else:
+            governor.cancel(ticket)
+    assert granted == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    now[0] = 1.0
     governor.on_rate_limited(retry_after=2.0)
     assert governor.rate == pytest.approx(5)
     governor.on_rate_limited(retry_after=None)  # within a second: no second cut
     assert governor.rate == pytest.approx(5)
-    assert governor.reserve(None) == pytest.approx(2.0)  # paused for Retry-After
+    ticket = governor.request("cam")
+    assert governor.grant_due() == pytest.approx(2.0)  # paused for Retry-After
+    assert ticket.granted_at is None
+    now[0] = 3.0
+    governor.grant_due()
+    assert ticket.granted_at == pytest.approx(3.0)
     now[0] = 12.0
     assert governor.rate == pytest.approx(10)  # recovered additively, capped
+
+
+def test_reserve_gives_up_at_the_deadline_and_when_abandoned() -> None:
+    governor = RateGovernor(1)
+    assert governor.reserve(None, camera="a") is not None  # the first slot is free
+    started = time.monotonic()
+    assert governor.reserve(time.monotonic() + 0.2, camera="a") is None  # next one is 1 s away
+    assert time.monotonic() - started < 0.9
+    stop = threading.Event()
+    stop.set()
+    assert governor.reserve(None, camera="a", abandon=stop) is None
 
 
 def test_hanging_requests_time_out(start_server: ServerFactory, pools: list[SenderPool]) -> None:
