@@ -382,8 +382,10 @@ class RateGovernor:
             age = min(_DEMAND_WINDOW_S, max(0.5, now - state.joined_at))
             wanted = len(state.arrivals) / age
             # room to grow: a camera held at its share asks for more than it gets, so a
-            # share others leave unused flows to it within a few seconds
-            demands[name] = max(state.min_fps, 1.5 * wanted + 1.0)
+            # share others leave unused flows to it within a few seconds; one asking for
+            # nothing keeps only its floor
+            active = wanted > 0 or state.waiting
+            demands[name] = max(state.min_fps, 1.5 * wanted + 1.0 if active else 0.0)
         return fair_shares(
             self._rate,
             demands,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import math
 import os
@@ -98,7 +97,7 @@ def _unexpected(extras: Sequence[str]) -> str:
     if values:
         parts.append(
             f"{values} unexpected value{'s' if values > 1 else ''} (not shown: it may be a "
-            "secret; one source per run, and quote arguments with spaces)"
+            "secret; sources come before the options, and quote arguments with spaces)"
         )
     return "; ".join(parts)
 
@@ -266,6 +265,16 @@ _RUN_OPTIONS: dict[str, tuple[object, str]] = {
     "--output": (str, "write the annotated video here (H.264)"),
     "--jsonl": (str, "write one JSON record per output frame here ('-' for stdout)"),
     "--webhook": (str, "POST batches of records to this URL"),
+    "--name": (str, "the camera's name in records and {camera} paths (default: from the "
+               "source; one source only)"),
+    "--weight": (_positive_float, "this camera's part of a shared API budget against the "
+                 "others' (1)"),
+    "--min-fps": (_non_negative_float, "requests/s each camera gets first when the budget "
+                  "allows (0)"),
+    "--web": (str, "HOST:PORT: serve the control API there (cameras added, removed, paused "
+              "over HTTP; stats); the run then lasts until a signal"),
+    "--web-token": (str, "bearer token the control API requires (default "
+                    "$STREAMER_WEB_TOKEN; required unless --web binds a loopback address)"),
 }  # fmt: skip
 
 
@@ -273,13 +282,20 @@ def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     run = commands.add_parser(
         "run",
         help="turn a video, camera or stream into tracked, annotated detections",
-        description="Run the pipeline on SOURCE: a video file, a webcam (0, /dev/video0), "
-        "rtsp:// rtmp:// http(s):// streams, an image folder, or synthetic:. With no "
-        "--api-url and no key, the embedded local server answers (offline).",
+        description="Run the pipeline on each SOURCE: a video file, a webcam (0, /dev/video0), "
+        "rtsp:// rtmp:// http(s):// streams, an image folder, or synthetic:. Several "
+        "sources (or a cameras: list in --config) run at once, sharing one API budget per "
+        "key fairly; output paths take {camera}. With no --api-url and no key, the "
+        "embedded local server answers (offline).",
         epilog=_EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("source", nargs="?", help="what to read (or set source: in --config)")
+    run.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="what to read, one or more (or source: / cameras: in --config)",
+    )
     for flag, (kind, text) in _RUN_OPTIONS.items():
         run.add_argument(flag, type=kind, default=None, help=text)  # type: ignore[arg-type]
     run.add_argument(
@@ -306,19 +322,31 @@ def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamer.config import load_config
+    from streamer.config import load_fleet
     from streamer.run import run_safely
 
     overrides = {
         name: getattr(args, name) for name in (flag[2:].replace("-", "_") for flag in _RUN_OPTIONS)
     }
-    overrides.update(source=args.source, show=args.show, hud=args.hud, progress=args.progress)
-    config = load_config(args.config, overrides)
-    return run_safely(config, models_dir=args.models_dir, config_path=args.config, debug=args.debug)
+    overrides.update(show=args.show, hud=args.hud, progress=args.progress)
+    if overrides["web_token"] is None:
+        overrides["web_token"] = os.environ.get("STREAMER_WEB_TOKEN") or None
+    if overrides["name"] is not None and len(args.sources) > 1:
+        raise ConfigError("--name names one camera; give several in --config (cameras:)")
+    settings = load_fleet(args.config, overrides, args.sources)
+    return run_safely(
+        settings,
+        models_dir=args.models_dir,
+        config_path=args.config,
+        overrides=overrides,
+        sources=list(args.sources),
+        debug=args.debug,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     from streamer.server import FaultConfig, ServerConfig, serve
+    from streamer.server.runner import is_loopback
 
     faults = FaultConfig(
         latency_ms=args.latency_ms,
@@ -345,19 +373,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.models_dir is not None and not args.models_dir.is_dir():
         log.warning("--models-dir %s does not exist: coco/1 will be unavailable", args.models_dir)
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         log.warning("listening on %s: reachable from other machines", args.host)
     serve(config, access_log=args.access_log)  # says "serving on" once it listens
     return EXIT_OK
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -553,17 +554,24 @@ class RoboflowClient:
             limit=self.target.size_limit,
         )
 
-    def send(self, prepared: Prepared, *, timeout: float | None = None) -> tuple[Any, float | None]:
+    def send(
+        self,
+        prepared: Prepared,
+        *,
+        timeout: float | None = None,
+        abandon: threading.Event | None = None,
+    ) -> tuple[Any, float | None]:
         """One attempt: POST, check status, decode JSON. Returns (body, server seconds).
 
         ``timeout`` (default the client's) bounds the whole request: connecting,
-        sending and every read together, not each of them.
+        sending and every read together, not each of them. ``abandon`` set from
+        another thread ends the wait for the answer within a fraction of a second.
         """
         target = self.target
         seconds = timeout if timeout is not None else self.timeout
         request_timeout = httpx.Timeout(seconds, connect=min(seconds, 5.0))
         try:
-            with request_deadline(time.monotonic() + seconds):
+            with request_deadline(time.monotonic() + seconds, abandon):
                 response = self._post(prepared, request_timeout)
         except httpx.TimeoutException as exc:
             raise InferenceTimeout(f"no answer from {target.host} within {seconds:.1f} s") from exc

@@ -145,6 +145,13 @@ class PipelineStatus:
     latency_p95_ms: float | None
     breaker: str
     rate: float | None
+    result_age_p50_ms: float | None = None  # capture -> result, ok results
+    result_age_p95_ms: float | None = None
+    in_flight: int = 0
+    rate_limited: int = 0  # 429s answered
+    reconnects: int = 0
+    paused: bool = False
+    last_result_age_s: float | None = None  # since the last ok answer; None: none yet
 
 
 class Pipeline:
@@ -222,6 +229,9 @@ class Pipeline:
         self._counts: collections.Counter[str] = collections.Counter()
         self.failure_reasons: collections.Counter[str] = collections.Counter()
         self._completions: collections.deque[float] = collections.deque(maxlen=120)
+        self._ages: collections.deque[float] = collections.deque(maxlen=256)
+        self._resumed = threading.Event()
+        self._resumed.set()
         self._newest_shown = -1
         self._hud_cache: tuple[float, PipelineStatus] | None = None
         self._threads = [
@@ -253,6 +263,27 @@ class Pipeline:
     def stop(self) -> None:
         """Ask every stage to stop (safe from signal handlers and callbacks)."""
         self._stop.set()
+
+    def pause(self) -> None:
+        """Send nothing more until ``resume``: live frames are read and skipped (the
+        source stays connected, so resuming is instant; the camera's part of the
+        budget goes to the others meanwhile), recorded frames wait."""
+        if self._resumed.is_set():
+            self._resumed.clear()
+            if self.settings.live and self.pool.budget is not None:
+                self.pool.budget.leave(self.camera)  # recorded: requests queued still go
+
+    def resume(self) -> None:
+        if not self._resumed.is_set():
+            if self.settings.live and self.pool.budget is not None:
+                self.pool.budget.join(
+                    self.camera, weight=self.settings.weight, min_fps=self.settings.min_fps
+                )
+            self._resumed.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop, then join every thread and finalize the sinks (video written, lines flushed).
@@ -331,6 +362,16 @@ class Pipeline:
         held: Frame | None = None
         try:
             while not self._stop.is_set():
+                if not self._resumed.is_set():
+                    if not live:
+                        self._resumed.wait(_POLL_S)  # recorded: the FIFO holds the frames
+                        continue
+                    held = None
+                    if self.capture.read(timeout=_POLL_S) is not None:
+                        self.sampler.count_skip(SkipCause.PAUSED)
+                    elif self.capture.finished:
+                        break
+                    continue
                 frame = self.capture.read(timeout=_POLL_S)
                 if frame is None:
                     if self.capture.finished:
@@ -513,6 +554,7 @@ class Pipeline:
                     self.failure_reasons[(result.reason or "unknown")[:160]] += 1
                 if result.status is Status.OK:
                     self._completions.append(time.monotonic())
+                    self._ages.append(result.age)
 
     def _hud(self, status: str) -> Hud:
         now = time.monotonic()
@@ -536,6 +578,7 @@ class Pipeline:
         with self._lock:
             counts = dict(self._counts)
             completions = list(self._completions)
+            ages = sorted(self._ages)
         inference_fps = None
         if len(completions) >= 2 and completions[-1] > completions[0]:
             inference_fps = (len(completions) - 1) / (completions[-1] - completions[0])
@@ -561,4 +604,11 @@ class Pipeline:
             latency_p95_ms=ms(sender.latency_p95),
             breaker=sender.breaker,
             rate=sender.rate,
+            result_age_p50_ms=ms(ages[len(ages) // 2]) if ages else None,
+            result_age_p95_ms=ms(ages[min(len(ages) - 1, int(len(ages) * 0.95))]) if ages else None,
+            in_flight=sender.in_flight,
+            rate_limited=sender.rate_limited,
+            reconnects=capture.reconnects,
+            paused=self.paused,
+            last_result_age_s=time.monotonic() - completions[-1] if completions else None,
         )

@@ -35,6 +35,7 @@ class SkipCause(enum.Enum):
     PACING = "pacing"  # sooner than max_fps or latency / slots allow
     STRIDE = "stride"  # recorded: not an every-k-th frame
     STILL = "still"  # motion gate: too similar to the last frame sent
+    PAUSED = "paused"  # live: the camera is paused (nothing sent, nothing rendered)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,10 @@ class Sampler:
             self._next_at = max(previous, now - gap / 2) + gap
         self.sent += 1
         return Decision(send=True)
+
+    def count_skip(self, cause: SkipCause) -> None:
+        """Count a frame skipped before it reached ``decide`` (a paused camera)."""
+        self._skip(cause)
 
     def retract(self, cause: SkipCause) -> None:
         """Take back one skip: the frame is being decided again (held while busy)."""

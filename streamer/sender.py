@@ -450,7 +450,7 @@ class SenderPool:
             if job.deadline is not None:
                 timeout = max(0.01, min(timeout, job.deadline - time.monotonic()))
             try:
-                body, server_time = self.client.send(prepared, timeout=timeout)
+                body, server_time = self.client.send(prepared, timeout=timeout, abandon=self._stop)
                 parse_started = time.monotonic()
                 prediction = self.client.parse(body, prepared)
             except InferenceError as exc:

@@ -9,12 +9,14 @@ after it raises httpcore's own timeout, which httpx turns into ``httpx.ReadTimeo
 
 The deadline is per thread: each sender thread makes one request at a time, and a
 kept-alive connection used by several threads reads whichever deadline the thread
-using it set.
+using it set. ``abandon`` (an event) ends a request early from another thread: a
+camera removed while its request is in flight does not wait for the answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import threading
 import time
@@ -24,20 +26,24 @@ from collections.abc import Iterator
 import httpcore
 import httpx
 
-__all__ = ["DeadlineTransport", "request_deadline"]
+__all__ = ["DeadlineTransport", "SharedTransport", "request_deadline"]
 
 _local = threading.local()
 
 
+_ABANDON_POLL_S = 0.2  # how often a read looks at its abandon event
+
+
 @contextlib.contextmanager
-def request_deadline(at: float | None) -> Iterator[None]:
-    """Socket operations on this thread end by ``at`` (``time.monotonic()``)."""
-    previous = getattr(_local, "at", None)
-    _local.at = at
+def request_deadline(at: float | None, abandon: threading.Event | None = None) -> Iterator[None]:
+    """Socket operations on this thread end by ``at`` (``time.monotonic()``), or soon
+    after ``abandon`` is set."""
+    previous = getattr(_local, "at", None), getattr(_local, "abandon", None)
+    _local.at, _local.abandon = at, abandon
     try:
         yield
     finally:
-        _local.at = previous
+        _local.at, _local.abandon = previous
 
 
 def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
@@ -55,7 +61,20 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        abandon: threading.Event | None = getattr(_local, "abandon", None)
+        if abandon is None:
+            return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+        # waiting in short steps: a timed-out recv consumed nothing, so trying again is safe
+        while True:
+            if abandon.is_set():
+                raise httpcore.ReadTimeout("the request was abandoned")
+            bounded = _bounded(timeout, httpcore.ReadTimeout)
+            step = _ABANDON_POLL_S if bounded is None else min(bounded, _ABANDON_POLL_S)
+            try:
+                return self._stream.read(max_bytes, step)
+            except httpcore.ReadTimeout:
+                if bounded is not None and bounded <= _ABANDON_POLL_S:
+                    raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._stream.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
@@ -121,3 +140,41 @@ class DeadlineTransport(httpx.HTTPTransport):
         if backend is None:
             raise RuntimeError("httpcore's pool has no network backend to wrap")
         pool._network_backend = _DeadlineBackend(backend)
+
+
+class SharedTransport(httpx.BaseTransport):
+    """One connection pool lent to several clients (every camera sending to one host):
+    closing a client leaves the pool open for the others; its owner closes it.
+
+    Its ``max_connections`` bounds the requests in flight to the host, all cameras
+    together: a request beyond it waits for a connection to come free.
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._pool = DeadlineTransport(
+            limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._pool.handle_request(request)
+
+    def borrow(self) -> httpx.BaseTransport:
+        """A view of the pool whose ``close`` does nothing (for one client)."""
+        return _Borrowed(self)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _Borrowed(httpx.BaseTransport):
+    def __init__(self, shared: SharedTransport) -> None:
+        self._shared = shared
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._shared.handle_request(request)
+
+    def close(self) -> None:
+        """The pool is the owner's to close."""

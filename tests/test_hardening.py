@@ -715,7 +715,8 @@ def test_rejected_arguments_are_named_but_never_shown(make_clip: Callable[..., P
     assert typo.returncode == 2
     assert "--apikey" in typo.stderr
     assert "rf_SECRET_TYPO_VALUE" not in typo.stderr
-    two = run_cli("run", "rtsp://a:pw1@h/1", "rtsp://b:SECOND_PASSWORD@h/2")
+    # sources come first: one after an option is a stray value (perhaps a secret)
+    two = run_cli("run", "rtsp://a:pw1@h/1", "--max-fps", "1", "rtsp://b:SECOND_PASSWORD@h/2")
     assert two.returncode == 2
     assert "SECOND_PASSWORD" not in two.stderr
     assert "1 unexpected value" in two.stderr

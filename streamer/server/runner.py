@@ -8,6 +8,7 @@ Example, embedding it (tests, the demo, ``streamer run`` without an API URL)::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -19,7 +20,7 @@ from streamer.redaction import install_log_redaction
 from streamer.server.app import InferenceService, ServerConfig, create_app
 from streamer.server.models import ModelRegistry
 
-__all__ = ["ServerProcess", "ServerThread", "serve"]
+__all__ = ["ServerProcess", "ServerThread", "bind_socket", "is_loopback", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,18 @@ _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket (``ConfigError`` naming the address when it is taken)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -73,7 +85,7 @@ class ServerThread:
         access_log: bool = False,
     ) -> None:
         self.config = config or ServerConfig(port=0)
-        self._socket = _bind(self.config.host, self.config.port)
+        self._socket = bind_socket(self.config.host, self.config.port)
         self.port: int = self._socket.getsockname()[1]
         server, service = _uvicorn_server(self.config, registry, access_log)
         self._server = server
@@ -129,7 +141,7 @@ class ServerThread:
 
 def serve(config: ServerConfig, *, access_log: bool = False) -> None:
     """Serve in the foreground until SIGINT/SIGTERM."""
-    sock = _bind(config.host, config.port)
+    sock = bind_socket(config.host, config.port)
     log.info("serving on http://%s:%d", config.host, sock.getsockname()[1])
     server, service = _uvicorn_server(config, None, access_log)
     try:

@@ -1,0 +1,909 @@
+"""Fleet: many cameras in one process, one fair budget per API key, cameras added and
+removed while the others run.
+
+::
+
+    CLI args, --config (+ SIGHUP), --web /api/cameras ──▶ Fleet.add / remove / pause / resume
+                                                            │
+      Fleet ── Camera "door" ── Pipeline (capture ▸ sampler ▸ sender ▸ render ▸ sinks)
+        │  ── Camera "aisle" ── Pipeline ...
+        ├── Budgets: one RateGovernor per (API key, host), shared fairly by its cameras
+        ├── one connection pool per API URL (every camera's requests in flight bounded)
+        ├── the embedded inference server, started for the first camera that needs it
+        ├── JSON lines written by several cameras to one file: one shared writer
+        └── thread streamer-fleet: settles each camera whose pipeline ended (outputs
+            renamed into place or kept aside, its exit code and summary)
+
+A camera's failure (a source that never opens, a dead stream, an API error of its
+own model) ends that camera only. ``wait`` returns when every camera has ended;
+``exit_code`` is then the worst camera's.
+
+Example::
+
+    with Fleet({"model": "coco/1", "jsonl": "out/{camera}.jsonl"}) as fleet:
+        fleet.add("door", "rtsp://cam1/stream", weight=2)
+        fleet.add("aisle", "aisle.mp4", mode="live")
+        fleet.wait()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from streamer._av import av
+from streamer.budget import Budgets, BudgetStatus
+from streamer.capture import StateEvent
+from streamer.client import DEFAULT_API_URL, RoboflowClient, Target, resolve_api_key
+from streamer.config import RUN_WIDE, RunConfig, camera_config
+from streamer.errors import (
+    ConfigError,
+    ConnectionFailed,
+    InferenceError,
+    InferenceTimeout,
+    QuotaExhausted,
+    RateLimited,
+    ServerError,
+    SinkError,
+    StreamerError,
+    redact,
+)
+from streamer.exits import (
+    EXIT_API,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    exit_code,
+    worst,
+)
+from streamer.outputs import STDOUT, OutputFile, check_outputs
+from streamer.pipeline import Pipeline, PipelineSettings, PipelineStatus, camera_name, new_run_id
+from streamer.render import RenderConfig
+from streamer.sampler import SamplerConfig
+from streamer.sender import SenderConfig
+from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
+from streamer.sinks.base import DropPolicy, Output, SinkWorker
+from streamer.sinks.display import display_problem
+from streamer.sinks.webhook import check_webhook_url
+from streamer.sources import PyAVSource, Source, SyntheticSource, Timeouts, open_source
+from streamer.transport import SharedTransport
+
+__all__ = ["Camera", "CameraInfo", "Fleet", "FleetStatus"]
+
+log = logging.getLogger(__name__)
+
+ROBOFLOW_RATE_LIMIT = 20.0  # requests/s per key before the serverless API answers 429
+CAMERA_TEMPLATE = "{camera}"
+_SETTLE_POLL_S = 0.1
+
+Prediction = Callable[[str, Output, sv.Detections], None]
+StatusChange = Callable[[str, StateEvent], None]
+
+
+# -- one camera's pieces ----------------------------------------------------------------------
+
+
+def target_for(config: RunConfig, api_url: str, default_model: str) -> Target:
+    options = {
+        "confidence": config.confidence,
+        "overlap": config.overlap,
+        "max_side": config.max_side,
+        "jpeg_quality": config.jpeg_quality,
+    }
+    if config.workflow:
+        workspace, workflow_id = config.workflow.split("/")
+        return Target.workflow(
+            workspace, workflow_id, api_url=api_url, output_name=config.workflow_output, **options
+        )
+    return Target.model(config.model or default_model, api_url=api_url, **options)
+
+
+def rate_limit(config: RunConfig, target: Target) -> float | None:
+    """The cap asked for; by default Roboflow's stated 20/s on its own hosts, none elsewhere."""
+    if config.rate_limit is not None:
+        return config.rate_limit
+    return ROBOFLOW_RATE_LIMIT if target.host.endswith("roboflow.com") else None
+
+
+def preflight(client: RoboflowClient, *, max_retry_wait: float, attempts: int = 3) -> None:
+    """A small request before the run: a wrong key, model or URL fails here, in one line.
+
+    Transient answers (5xx, 429) are retried a few times: one bad answer at start-up
+    is no reason to refuse a long run. A 429 asking to wait past ``max_retry_wait``
+    is no transient answer: the quota is spent.
+    """
+    probe = np.full((64, 64, 3), 40, dtype=np.uint8)
+    for attempt in range(1, attempts + 1):
+        try:
+            client.infer(probe, timeout=min(client.timeout, 15.0))
+            return
+        except RateLimited as exc:
+            if exc.retry_after is not None and exc.retry_after > max_retry_wait:
+                raise QuotaExhausted(
+                    f"the API asked to wait {exc.retry_after:.0f} s before the next request "
+                    f"(Retry-After), more than the {max_retry_wait:g} s allowed "
+                    "(--max-retry-wait): its quota looks spent",
+                    retry_after=exc.retry_after,
+                ) from exc
+            if attempt == attempts:
+                raise ServerError(
+                    f"the API cannot serve {client.target.name}: {exc}", status=exc.status
+                ) from exc
+            time.sleep(min(max_retry_wait, max(0.2 * attempt, exc.retry_after or 0.0)))
+        except ServerError as exc:
+            if attempt == attempts:
+                raise ServerError(
+                    f"the API cannot serve {client.target.name}: {exc}", status=exc.status
+                ) from exc
+            time.sleep(0.2 * attempt)
+        except (ConnectionFailed, InferenceTimeout) as exc:
+            raise type(exc)(f"{exc} (is the API URL right and the server up?)") from exc
+
+
+def pipeline_settings(config: RunConfig, live: bool, target: Target) -> PipelineSettings:
+    return PipelineSettings(
+        live=live,
+        sampler=SamplerConfig(
+            live=live,
+            max_fps=config.max_fps,
+            stride=config.every,
+            motion_threshold=config.motion_threshold,
+        ),
+        sender=SenderConfig(
+            max_in_flight=config.max_in_flight,
+            request_timeout=config.request_timeout,
+            deadline=config.deadline if live else None,
+            max_retries=config.max_retries,
+            rate_limit=rate_limit(config, target),
+            max_retry_wait=config.max_retry_wait,
+            outage_wait=config.max_retry_wait,
+        ),
+        stall_timeout=config.stall_timeout,
+        connect_timeout=None if config.reconnect == "forever" else config.connect_timeout,
+        render=RenderConfig(hud=config.hud),
+        weight=config.weight,
+        min_fps=config.min_fps,
+    )
+
+
+def total_frames(source: Source) -> int | None:
+    """Frames a recorded source holds, when its container says (for progress)."""
+    if isinstance(source, SyntheticSource):
+        return None if source.seconds is None else round(source.seconds * source.scene.fps)
+    path = getattr(source, "uri", None)
+    if source.is_live or not isinstance(path, str):
+        return None
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            if stream.duration and stream.time_base and stream.average_rate:
+                return round(float(stream.duration * stream.time_base * stream.average_rate))
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+    return None
+
+
+def _inputs(source: Source, config_path: Path | None) -> list[Path]:
+    """Files the camera reads, which no output may overwrite."""
+    inputs = [config_path] if config_path is not None else []
+    if isinstance(source, PyAVSource) and not source.is_live and "://" not in source.uri:
+        inputs.append(Path(source.uri))
+    return inputs
+
+
+def _short(error: BaseException) -> str:
+    text = str(error)
+    return text.split(": ", 1)[-1] if text.startswith("cannot ") else text
+
+
+@dataclass
+class _Outputs:
+    """One camera's output files: claimed before it starts, settled after it ends."""
+
+    video: OutputFile | None = None
+    jsonl: OutputFile | None = None
+    sinks: dict[str, Sink] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what became of each, for the summary
+
+    def claim(self, video: str | None, jsonl: str | None) -> None:
+        if video:
+            self.video = OutputFile.claim(video)
+        if jsonl and jsonl != STDOUT:
+            try:
+                self.jsonl = OutputFile.claim(jsonl)
+            except StreamerError:
+                self.release()
+                raise
+
+    def settle(self, keep: bool, errors: dict[str, SinkError], unfinished: set[str]) -> None:
+        """``keep``: the camera ended as asked (done, removed or stopped by a signal). A
+        sink still writing (``unfinished``) keeps its temporary file where it is: moving
+        it now would let the rename race the last writes."""
+        for name in sorted(unfinished):
+            claim = self.video if name == "video" else self.jsonl if name == "jsonl" else None
+            if claim is not None:
+                self.notes.append(f"{name}: not finished in time (left in {claim.temp})")
+                claim.release()
+                if name == "video":
+                    self.video = None
+                else:
+                    self.jsonl = None
+        if self.video is not None:
+            video, self.video = self.video, None
+            if "video" in errors:
+                video.discard()  # an unfinished MP4 cannot be played
+                self.notes.append(f"video: not written ({_short(errors['video'])})")
+            elif keep:
+                done = video.commit()
+                self.notes.append(f"video: {done}" if done else "video: not written (no frames)")
+            else:
+                kept = video.keep_partial()
+                if kept:
+                    self.notes.append(f"video: partial, kept as {kept} ({video.target} untouched)")
+        if self.jsonl is not None:
+            jsonl, self.jsonl = self.jsonl, None
+            if "jsonl" in errors or not keep:
+                kept = jsonl.keep_partial()
+                why = f" after: {_short(errors['jsonl'])}" if "jsonl" in errors else ""
+                if kept:
+                    self.notes.append(
+                        f"records: partial, kept as {kept} ({jsonl.target} untouched){why}"
+                    )
+                else:
+                    self.notes.append(f"records: not written{why}")
+            else:
+                done = jsonl.commit()
+                self.notes.append(f"records: {done}")
+        elif "jsonl" in errors:
+            self.notes.append(f"records: stopped ({_short(errors['jsonl'])})")
+        webhook = self.sinks.get("webhook")
+        if isinstance(webhook, WebhookSink):
+            note = f"webhook: {webhook.posted} records posted"
+            if webhook.undelivered:
+                note += f", {webhook.undelivered} not delivered"
+            self.notes.append(note)
+
+    def release(self) -> None:
+        """After an error before or during the run: keep whatever was written, aside."""
+        for claim in (self.video, self.jsonl):
+            if claim is not None:
+                claim.keep_partial()
+        self.video = self.jsonl = None
+
+
+class SharedLines:
+    """One JSON lines file (or stdout) written by several cameras: one writer thread,
+    each camera handing it records through its own small ``Sink``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.claim = OutputFile.claim(path) if path != STDOUT else None
+        self.sink = JsonLinesSink(self.claim if self.claim is not None else STDOUT)
+        self.worker = SinkWorker(
+            self.sink, capacity=256, policy=DropPolicy.BLOCK, thread_name="streamer-sink-jsonl"
+        ).start()
+        self.users = 0
+
+    def for_camera(self) -> Sink:
+        self.users += 1
+        return _ToSharedLines(self.worker)
+
+    def close(self, keep: bool) -> str:
+        self.worker.close(timeout=10.0)
+        if self.claim is None:
+            return "records: stdout"
+        if self.worker.error is not None or not keep:
+            kept = self.claim.keep_partial()
+            return f"records: partial, kept as {kept}" if kept else "records: not written"
+        return f"records: {self.claim.commit()}"
+
+
+class _ToSharedLines:
+    """A camera's view of a shared JSON lines file (closing it closes nothing)."""
+
+    name = "jsonl"
+    wants_image = False
+    queue_size = 64
+
+    def __init__(self, worker: SinkWorker) -> None:
+        self._worker = worker
+
+    def write(self, output: Output) -> None:
+        if self._worker.error is not None:
+            raise self._worker.error
+        self._worker.put(output)
+
+    def close(self) -> None:
+        """The shared writer is the fleet's to close."""
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """What ``Fleet.cameras()`` and the control API tell about a camera."""
+
+    name: str
+    source: str  # credentials masked
+    state: str  # starting, connecting, streaming, reconnecting, paused, done, failed, stopped
+    live: bool
+    weight: float
+    min_fps: float
+    share: float | None  # requests/s of the shared budget it may count on now
+    source_fps: float | None
+    inference_fps: float | None
+    last_error: str | None
+    exit_code: int | None  # once ended
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    """Per camera and per budget, for ``/api/stats`` and progress lines."""
+
+    run_id: str
+    cameras: dict[str, PipelineStatus]
+    budgets: dict[str, BudgetStatus]  # by host
+
+
+class Camera:
+    """One camera of a fleet: its settings, source, client, outputs and pipeline."""
+
+    def __init__(
+        self,
+        name: str,
+        config: RunConfig,
+        *,
+        source: Source,
+        live: bool,
+        client: RoboflowClient,
+        outputs: _Outputs,
+        pipeline: Pipeline,
+        total: int | None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.source = source
+        self.live = live
+        self.client = client
+        self.outputs = outputs
+        self.pipeline = pipeline
+        self.total = total
+        self.started = time.monotonic()
+        self.ended_at: float | None = None
+        self.code: int | None = None
+        self.error: StreamerError | None = None
+        self.removed = False
+        self._lock = threading.Lock()
+
+    @property
+    def ended(self) -> bool:
+        return self.code is not None
+
+    @property
+    def display(self) -> DisplaySink | None:
+        sink = self.outputs.sinks.get("display")
+        return sink if isinstance(sink, DisplaySink) else None
+
+    def state(self) -> str:
+        if self.code is not None:
+            if self.removed:
+                return "removed"
+            if self.code in (EXIT_SIGINT, EXIT_SIGTERM):
+                return "stopped"
+            return "done" if self.code == EXIT_OK else "failed"
+        if self.pipeline.paused:
+            return "paused"
+        return self.pipeline.capture.metrics().state
+
+    def finish(self, received: int | None = None) -> None:
+        """Close the pipeline and settle the outputs (any thread; once)."""
+        with self._lock:
+            if self.code is not None:
+                return
+            self.pipeline.close()
+            code, error = self._outcome(received)
+            # outputs that did not fail themselves are whole after a stop or when another
+            # output failed
+            self.outputs.settle(
+                code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM),
+                self.pipeline.sink_errors,
+                self.pipeline.unfinished_sinks,
+            )
+            self.client.close()
+            self.error = error
+            self.ended_at = time.monotonic()
+            self.code = code
+
+    def _outcome(self, received: int | None) -> tuple[int, StreamerError | None]:
+        pipeline = self.pipeline
+        if received is not None:
+            return (EXIT_SIGINT if received == signal.SIGINT else EXIT_SIGTERM), None
+        if self.removed:
+            return EXIT_OK, None
+        if pipeline.error is not None:
+            return exit_code(pipeline.error), pipeline.error
+        failure = self._failure_error()
+        if failure is not None:
+            return EXIT_API, failure
+        if pipeline.sink_errors:
+            names = ", ".join(sorted(pipeline.sink_errors))
+            return EXIT_OUTPUT, SinkError(f"an output failed ({names}); see above")
+        return EXIT_OK, None
+
+    def _failure_error(self) -> InferenceError | None:
+        """An API failure that fails the camera: every frame sent failed, or more than
+        ``max_failed`` of them."""
+        sender = self.pipeline.pool.metrics()
+        sent = sender.ok + sender.failed + sender.stale
+        if not sender.failed or not sent:
+            return None
+        reasons = self.pipeline.failure_reasons.most_common(1)
+        why = f"; most often: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else ""
+        if sender.ok == 0 and sender.failed + sender.stale == sent:
+            return InferenceError(f"every one of the {sent} frames sent failed{why}")
+        if sender.failed / sent > self.config.max_failed:
+            return InferenceError(
+                f"{sender.failed} of the {sent} frames sent failed, more than --max-failed "
+                f"{self.config.max_failed:g} allows{why}"
+            )
+        return None
+
+    def summary(self) -> str:
+        status = self.pipeline.status()
+        elapsed = (self.ended_at or time.monotonic()) - self.started
+        notes = "".join(f"; {note}" for note in self.outputs.notes)
+        return (
+            f"{status.outputs} frames out ({status.ok} inferred, "
+            f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
+            f"in {elapsed:.1f} s{notes}"
+        )
+
+
+class Fleet:
+    """Cameras that share one process, one budget per API key, one connection pool per
+    API URL; the object the CLI, the ``--web`` API and SIGHUP all drive.
+
+    Callbacks and their threads: ``on_prediction(camera, output, detections)`` on that
+    camera's ``streamer-render-<camera>`` thread, once per output frame;
+    ``on_status(camera, event)`` on its capture thread, at each source state change;
+    ``on_end(camera)`` on the thread that settled it (``streamer-fleet``, or the one
+    calling ``remove``/``close``). Keep them short.
+    """
+
+    def __init__(
+        self,
+        base: Mapping[str, Any] | None = None,
+        *,
+        models_dir: Path | None = None,
+        config_path: Path | None = None,
+        run_id: str | None = None,
+        share_outputs: bool = True,
+        max_in_flight_per_host: int = 64,
+        on_prediction: Prediction | None = None,
+        on_status: StatusChange | None = None,
+        on_end: Callable[[Camera], None] | None = None,
+        on_quit: Callable[[], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> None:
+        """``base``: settings every camera starts from (``RunConfig`` fields, checked
+        again per camera). ``share_outputs``: a JSON lines path without ``{camera}``
+        is one file for every camera (records tell them apart by ``camera``); else a
+        second camera on it is refused. ``on_quit``: a window's q or Esc. ``on_note``:
+        a line for the person running it (which server answers), else logged."""
+        self.base = {k: v for k, v in (base or {}).items() if k not in RUN_WIDE and k != "name"}
+        self.models_dir = models_dir
+        self.config_path = config_path
+        self.run_id = run_id or new_run_id()
+        self.share_outputs = share_outputs
+        self.max_in_flight_per_host = max_in_flight_per_host
+        self._on_prediction = on_prediction
+        self._on_status = on_status
+        self._on_end = on_end
+        self._on_quit = on_quit
+        self._on_note = on_note
+        self.budgets = Budgets()
+        self._lock = threading.RLock()
+        self._cameras: dict[str, Camera] = {}
+        self._reserved: set[str] = set()  # names being added
+        self._transports: dict[str, SharedTransport] = {}
+        self._checked_targets: set[tuple[str, str, str]] = set()
+        self._shared_lines: dict[str, SharedLines] = {}
+        self._videos: dict[str, str] = {}  # resolved video path -> camera writing it
+        self._server: contextlib.ExitStack | None = None
+        self._server_url: str | None = None
+        self._closing = threading.Event()
+        self._changed = threading.Condition(self._lock)
+        self._received: int | None = None
+        self._settler = threading.Thread(
+            target=self._settle_loop, name="streamer-fleet", daemon=True
+        )
+        self._settler.start()
+
+    # -- adding --------------------------------------------------------------------------------
+
+    def add(self, name: str | None = None, source: str | None = None, **overrides: Any) -> Camera:
+        """Start a camera; the checks it fails raise (``ConfigError``, ``SourceError``,
+        ``InferenceError`` …) and leave nothing behind."""
+        entry = dict(overrides)
+        if source is not None:
+            entry["source"] = source
+        if name is not None:
+            entry["name"] = name
+        return self.add_config(camera_config(self.base, entry))
+
+    def add_config(self, config: RunConfig) -> Camera:
+        if self._closing.is_set():
+            raise ConfigError("the fleet is closing: no camera can be added")
+        source = open_source(config.source, timeouts=Timeouts(open=10.0, read=config.stall_timeout))
+        name = self._reserve_name(config.name, source.source_id)
+        try:
+            camera = self._build(name, config, source)
+        except BaseException:
+            with self._lock:
+                self._reserved.discard(name)
+            raise
+        with self._lock:
+            self._reserved.discard(name)
+            self._cameras[name] = camera
+            self._changed.notify_all()
+        camera.pipeline.start()
+        log.info("camera %s started (%s)", name, source.source_id)
+        return camera
+
+    def _reserve_name(self, wanted: str | None, source_id: str) -> str:
+        with self._lock:
+            taken = set(self._cameras) | self._reserved
+            if wanted is not None:
+                if wanted in taken:
+                    raise ConfigError(f"a camera named {wanted!r} exists already")
+                name = wanted
+            else:
+                stem = camera_name(source_id)
+                name, number = stem, 2
+                while name in taken:
+                    name, number = f"{stem}-{number}", number + 1
+            self._reserved.add(name)
+            return name
+
+    def _build(self, name: str, config: RunConfig, source: Source) -> Camera:
+        video = _expand(config.output, name)
+        jsonl = _expand(config.jsonl, name)
+        shared_jsonl = self._shares(config.jsonl)
+        check_outputs(_inputs(source, self.config_path), {"--output": video, "--jsonl": jsonl})
+        self._check_shared_paths(name, video, jsonl)
+        if config.webhook:
+            check_webhook_url(config.webhook)
+        if config.show and (problem := display_problem()) is not None:
+            raise SinkError(f"--show needs a display, and {problem}; use --output instead")
+        if not source.is_live:
+            source.open().close()  # a file that cannot be read is said so first, in one line
+        live = config.mode == "live" if config.mode is not None else source.is_live
+        api_key = resolve_api_key(config.api_key)
+        embedded = config.api_url is None and api_key is None
+        default_model = "shapes/1" if isinstance(source, SyntheticSource) else "coco/1"
+        if not embedded and not (config.model or config.workflow):
+            raise ConfigError(
+                "give --model project/version or --workflow workspace/id for a remote API"
+            )
+        api_url = config.api_url or DEFAULT_API_URL
+        target = target_for(config, api_url, default_model)  # settings checked first
+        if embedded:
+            api_url = self._embedded_url()
+            target = target_for(config, api_url, default_model)
+        client = RoboflowClient(
+            target,
+            api_key,
+            timeout=config.request_timeout,
+            transport=self._transport(target.api_url),
+            key_transport=config.api_key_transport,
+        )
+        outputs = _Outputs()
+        try:
+            checked = (target.api_url, target.name, client.api_key_fingerprint)
+            with self._lock:
+                known = checked in self._checked_targets
+            if not known:  # one probe per model, not per camera
+                preflight(client, max_retry_wait=config.max_retry_wait)
+                with self._lock:
+                    self._checked_targets.add(checked)
+            outputs.claim(video, None if shared_jsonl else jsonl)
+            cap = rate_limit(config, target)
+            budget = (
+                self.budgets.for_key(client.api_key_fingerprint, target.host, cap) if cap else None
+            )
+            sinks = self._sinks(name, config, live, outputs, jsonl, shared_jsonl=shared_jsonl)
+            pipeline = Pipeline(
+                source,
+                client,
+                pipeline_settings(config, live, target),
+                sinks=sinks,
+                budget=budget,
+                camera=name,
+                run_id=self.run_id,
+                on_prediction=self._prediction_callback(name),
+                on_status=self._status_callback(name),
+            )
+        except BaseException:
+            outputs.release()
+            client.close()
+            raise
+        if video:
+            with self._lock:
+                self._videos[str(Path(video).resolve())] = name
+        return Camera(
+            name,
+            config,
+            source=source,
+            live=live,
+            client=client,
+            outputs=outputs,
+            pipeline=pipeline,
+            total=total_frames(source),
+        )
+
+    def _shares(self, jsonl: str | None) -> bool:
+        """Whether the records path is the fleet's one file for every camera, not the
+        camera's own (``{camera}`` in the path)."""
+        return bool(jsonl) and self.share_outputs and CAMERA_TEMPLATE not in (jsonl or "")
+
+    def _check_shared_paths(self, name: str, video: str | None, jsonl: str | None) -> None:
+        with self._lock:
+            if video:
+                owner = self._videos.get(str(Path(video).resolve()))
+                if owner is not None and owner in self._cameras and not self._cameras[owner].ended:
+                    raise ConfigError(
+                        f"--output {video} is written by camera {owner!r} already: put "
+                        f"{CAMERA_TEMPLATE} in the path (out/{CAMERA_TEMPLATE}.mp4)"
+                    )
+
+    def _sinks(
+        self,
+        name: str,
+        config: RunConfig,
+        live: bool,
+        outputs: _Outputs,
+        jsonl: str | None,
+        *,
+        shared_jsonl: bool,
+    ) -> list[Sink]:
+        sinks: list[Sink] = []
+        if outputs.video is not None:
+            sinks.append(VideoSink(outputs.video, live=live))
+        if jsonl and shared_jsonl:
+            sinks.append(self._lines(jsonl).for_camera())
+        elif jsonl:
+            sinks.append(JsonLinesSink(outputs.jsonl if outputs.jsonl is not None else STDOUT))
+        if config.webhook:
+            sinks.append(WebhookSink(config.webhook))
+        if config.show:
+            sinks.append(DisplaySink(f"streamer {name}", on_quit=self._quit))
+        outputs.sinks = {sink.name: sink for sink in sinks}
+        return sinks
+
+    def _lines(self, path: str) -> SharedLines:
+        key = path if path == STDOUT else str(Path(path).resolve())
+        with self._lock:
+            shared = self._shared_lines.get(key)
+            if shared is None:
+                shared = self._shared_lines[key] = SharedLines(path)
+            return shared
+
+    def _quit(self) -> None:
+        if self._on_quit is not None:
+            self._on_quit()
+        else:
+            self.stop()
+
+    def _transport(self, api_url: str) -> Any:
+        with self._lock:
+            shared = self._transports.get(api_url)
+            if shared is None:
+                shared = self._transports[api_url] = SharedTransport(self.max_in_flight_per_host)
+            return shared.borrow()
+
+    def _embedded_url(self) -> str:
+        with self._lock:
+            if self._server_url is None:
+                from streamer.server import ServerConfig, ServerThread
+
+                stack = contextlib.ExitStack()
+                server = stack.enter_context(
+                    ServerThread(ServerConfig(port=0, models_dir=self.models_dir))
+                )
+                self._server, self._server_url = stack, server.url
+                note = f"no API URL or key: using the embedded server at {server.url}"
+                if self._on_note is not None:
+                    self._on_note(note)
+                else:
+                    log.info("%s", note)
+            return self._server_url
+
+    @property
+    def embedded_url(self) -> str | None:
+        return self._server_url
+
+    def _prediction_callback(self, name: str) -> Callable[[Output, sv.Detections], None] | None:
+        callback = self._on_prediction
+        if callback is None:
+            return None
+        return lambda output, detections: callback(name, output, detections)
+
+    def _status_callback(self, name: str) -> Callable[[StateEvent], None] | None:
+        callback = self._on_status
+        if callback is None:
+            return None
+        return lambda event: callback(name, event)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def camera(self, name: str) -> Camera:
+        with self._lock:
+            camera = self._cameras.get(name)
+        if camera is None:
+            raise KeyError(name)
+        return camera
+
+    def remove(self, name: str) -> Camera:
+        """Stop ``name`` from any state (connecting and reconnecting included), finalize
+        its outputs and forget it; its threads and sockets are gone when this returns."""
+        camera = self.camera(name)
+        camera.removed = True
+        camera.pipeline.stop()
+        camera.finish()
+        with self._lock:
+            self._cameras.pop(name, None)
+            self._changed.notify_all()
+        self._ended(camera)
+        log.info("camera %s removed", name)
+        return camera
+
+    def pause(self, name: str) -> None:
+        self.camera(name).pipeline.pause()
+
+    def resume(self, name: str) -> None:
+        self.camera(name).pipeline.resume()
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._cameras)
+
+    def cameras(self) -> list[CameraInfo]:
+        with self._lock:
+            cameras = list(self._cameras.values())
+        return [self._info(camera) for camera in cameras]
+
+    def _info(self, camera: Camera) -> CameraInfo:
+        status = camera.pipeline.status()
+        budget = camera.pipeline.pool.budget
+        error = camera.error or camera.pipeline.error
+        return CameraInfo(
+            name=camera.name,
+            source=camera.source.source_id,
+            state=camera.state(),
+            live=camera.live,
+            weight=camera.config.weight,
+            min_fps=camera.config.min_fps,
+            share=budget.share(camera.name) if budget is not None and not camera.ended else None,
+            source_fps=status.source_fps,
+            inference_fps=status.inference_fps,
+            last_error=redact(str(error), camera.config.api_key) if error is not None else None,
+            exit_code=camera.code,
+        )
+
+    def status(self) -> FleetStatus:
+        with self._lock:
+            cameras = dict(self._cameras)
+        return FleetStatus(
+            run_id=self.run_id,
+            cameras={name: camera.pipeline.status() for name, camera in cameras.items()},
+            budgets={host: budget.status() for host, budget in self.budgets.items()},
+        )
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def stop(self, received: int | None = None) -> None:
+        """Ask every camera to stop (safe from signal handlers)."""
+        if received is not None and self._received is None:
+            self._received = received
+        with self._lock:
+            cameras = list(self._cameras.values())
+        for camera in cameras:
+            camera.pipeline.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until every camera has ended and been settled; ``False`` on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while any(not c.ended for c in self._cameras.values()) or self._reserved:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.5) if left is not None else 0.5)
+        return True
+
+    def _settle_loop(self) -> None:
+        while not self._closing.is_set():
+            with self._lock:
+                done = [c for c in self._cameras.values() if not c.ended and c.pipeline.wait(0)]
+            for camera in done:
+                self._settle(camera)
+            self._closing.wait(_SETTLE_POLL_S)
+
+    def _settle(self, camera: Camera) -> None:
+        camera.finish(self._received)
+        with self._lock:
+            self._changed.notify_all()
+        self._ended(camera)
+
+    def _ended(self, camera: Camera) -> None:
+        if self._on_end is not None:
+            try:
+                self._on_end(camera)
+            except Exception:
+                log.exception("on_end callback failed")
+
+    def ended(self) -> list[Camera]:
+        with self._lock:
+            return [c for c in self._cameras.values() if c.ended]
+
+    def exit_code(self) -> int:
+        with self._lock:
+            codes = [c.code for c in self._cameras.values() if c.code is not None]
+        if self._received is not None:
+            return EXIT_SIGINT if self._received == signal.SIGINT else EXIT_SIGTERM
+        return worst(codes)
+
+    def close(self) -> list[str]:
+        """Stop every camera, settle its outputs, close the shared parts; notes on the
+        shared outputs (for the summary)."""
+        self.stop()
+        with self._lock:
+            cameras = list(self._cameras.values())
+        for camera in cameras:
+            if not camera.ended:
+                self._settle(camera)
+        self._closing.set()
+        self._settler.join(timeout=5.0)
+        keep = (
+            all(c.code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM) for c in cameras)
+            or self._received is not None
+        )
+        notes = [shared.close(keep) for shared in self._shared_lines.values()]
+        self._shared_lines.clear()
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        return notes
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _expand(path: str | None, camera: str) -> str | None:
+    """An output path template with ``{camera}`` filled in."""
+    if path is None:
+        return None
+    return path.replace(CAMERA_TEMPLATE, camera)

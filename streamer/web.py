@@ -1,0 +1,261 @@
+"""The control API of a running fleet (``streamer run --web HOST:PORT``).
+
+Routes (JSON)::
+
+    GET    /health                       the process is alive
+    GET    /ready                        every camera that should stream does, and the API
+                                         answered each sending camera within 30 s (else 503)
+    GET    /api/cameras                  each camera: state, fps, share, last error
+    POST   /api/cameras                  {"name", "source", ...settings}: add one (201)
+    DELETE /api/cameras/{name}           stop it from any state, outputs finalized
+    POST   /api/cameras/{name}/pause     send nothing more (live: stays connected)
+    POST   /api/cameras/{name}/resume
+    GET    /api/stats                    per camera and per budget
+
+Bound to 127.0.0.1 unless told otherwise; bound anywhere else it requires a bearer
+token (``Authorization: Bearer <token>``, compared in constant time), and with a
+token given it is required everywhere but ``/health``. Camera URLs are shown masked,
+errors in one line with secrets masked. Handlers run on Starlette's thread pool:
+adding a camera (its checks, a first request) or removing one (joining its threads)
+never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+import threading
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from streamer.errors import ConfigError, SourceError, StreamerError, redact
+from streamer.exits import exit_code
+from streamer.fleet import Fleet
+
+__all__ = ["ControlServer", "parse_bind", "start_control_server"]
+
+log = logging.getLogger(__name__)
+
+READY_ANSWER_S = 30.0  # /ready: a sending camera's last answer is at most this old
+_START_TIMEOUT_S = 10.0
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6, ``:8080`` for 127.0.0.1)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--web must look like 127.0.0.1:8080, got {text[:60]!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": redact(message)}, status_code=status)
+
+
+class _Api:
+    """The handlers: each runs on Starlette's thread pool and drives the fleet."""
+
+    def __init__(self, fleet: Fleet, token: str | None) -> None:
+        self.fleet = fleet
+        self.token = token
+
+    def guarded(self, handler: Any) -> Any:
+        """``handler(request, body)`` behind the token check, off the event loop."""
+
+        async def endpoint(request: Request) -> Response:
+            denied = self.refused(request)
+            if denied is not None:
+                return denied
+            body = None
+            if request.method == "POST" and request.url.path == "/api/cameras":
+                try:
+                    body = await request.json()
+                except ValueError:
+                    return _error(400, "the body must be a JSON object")
+            try:
+                result: Response = await run_in_threadpool(handler, request, body)
+            except KeyError:
+                return _error(404, f"no camera named {request.path_params.get('name')!r}")
+            return result
+
+        return endpoint
+
+    def refused(self, request: Request) -> Response | None:
+        if self.token is None or request.url.path == "/health":
+            return None
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), self.token.encode()):
+            return None
+        return JSONResponse(
+            {"error": "a bearer token is required (Authorization: Bearer <token>)"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def health(self, request: Request, body: Any) -> Response:
+        return JSONResponse({"status": "alive", "run_id": self.fleet.run_id})
+
+    def ready(self, request: Request, body: Any) -> Response:
+        problems = [] if self.fleet.names() else ["no cameras"]
+        status = self.fleet.status()
+        for info in self.fleet.cameras():
+            if info.state in ("paused", "done", "removed", "stopped"):
+                continue
+            if info.state != "streaming":
+                problems.append(f"{info.name}: {info.state}")
+                continue
+            camera = status.cameras.get(info.name)
+            age = camera.last_result_age_s if camera is not None else None
+            if age is not None and age > READY_ANSWER_S:
+                problems.append(f"{info.name}: no answer from the API for {age:.0f} s")
+        return JSONResponse(
+            {"ready": not problems, "problems": problems}, status_code=503 if problems else 200
+        )
+
+    def list_cameras(self, request: Request, body: Any) -> Response:
+        return JSONResponse({"cameras": [_jsonable(info) for info in self.fleet.cameras()]})
+
+    def add_camera(self, request: Request, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return _error(400, 'the body must be a JSON object: {"name", "source", ...}')
+        entry = dict(body)
+        name = entry.pop("name", None)
+        source = entry.pop("source", None)
+        if not isinstance(source, str):
+            return _error(400, "source is required (a file, a camera, a URL or synthetic:)")
+        try:
+            camera = self.fleet.add(name, source, **entry)
+        except ConfigError as exc:
+            return _error(409 if "exists already" in str(exc) else 400, str(exc))
+        except SourceError as exc:
+            return _error(422, str(exc))
+        except StreamerError as exc:  # the API refused: key, model, unreachable
+            return _error(502 if exit_code(exc) in (4, 5, 6) else 422, str(exc))
+        return JSONResponse(_jsonable(self._info(camera.name)), status_code=201)
+
+    def _info(self, name: str) -> Any:
+        for info in self.fleet.cameras():
+            if info.name == name:
+                return info
+        raise KeyError(name)
+
+    def remove_camera(self, request: Request, body: Any) -> Response:
+        name = request.path_params["name"]
+        started = time.monotonic()
+        camera = self.fleet.remove(name)
+        return JSONResponse(
+            {
+                "name": name,
+                "removed_in_s": round(time.monotonic() - started, 3),
+                "summary": camera.summary(),
+            }
+        )
+
+    def pause(self, request: Request, body: Any) -> Response:
+        self.fleet.pause(request.path_params["name"])
+        return JSONResponse(_jsonable(self._info(request.path_params["name"])))
+
+    def resume(self, request: Request, body: Any) -> Response:
+        self.fleet.resume(request.path_params["name"])
+        return JSONResponse(_jsonable(self._info(request.path_params["name"])))
+
+    def stats(self, request: Request, body: Any) -> Response:
+        return JSONResponse(_jsonable(self.fleet.status()))
+
+
+def create_app(fleet: Fleet, token: str | None) -> Starlette:
+    api = _Api(fleet, token)
+    routes = [
+        Route("/health", api.guarded(api.health), methods=["GET"]),
+        Route("/ready", api.guarded(api.ready), methods=["GET"]),
+        Route("/api/cameras", api.guarded(api.list_cameras), methods=["GET"]),
+        Route("/api/cameras", api.guarded(api.add_camera), methods=["POST"]),
+        Route("/api/cameras/{name}", api.guarded(api.remove_camera), methods=["DELETE"]),
+        Route("/api/cameras/{name}/pause", api.guarded(api.pause), methods=["POST"]),
+        Route("/api/cameras/{name}/resume", api.guarded(api.resume), methods=["POST"]),
+        Route("/api/stats", api.guarded(api.stats), methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+class ControlServer:
+    """The control API on thread ``streamer-web``, listening before ``start`` returns."""
+
+    def __init__(self, fleet: Fleet, host: str, port: int, token: str | None) -> None:
+        import uvicorn
+
+        from streamer.redaction import install_log_redaction
+        from streamer.server.runner import bind_socket, is_loopback
+
+        if not is_loopback(host) and not token:
+            raise ConfigError(
+                f"--web {host} is reachable from other machines: give --web-token "
+                "(or $STREAMER_WEB_TOKEN), or bind 127.0.0.1"
+            )
+        self._socket = bind_socket(host, port)
+        self.host = host
+        self.port: int = self._socket.getsockname()[1]
+        install_log_redaction("uvicorn.access", "uvicorn.error")
+        config = uvicorn.Config(
+            create_app(fleet, token),
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="streamer-web", daemon=True)
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:
+            self._error = exc
+            log.exception("control API failed")
+
+    def start(self) -> ControlServer:
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if self._error is not None or not self._thread.is_alive():
+                raise StreamerError(f"the control API failed to start: {self._error}")
+            if time.monotonic() > deadline:
+                raise StreamerError("the control API did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5.0)
+        if self._thread.is_alive():
+            log.warning("the control API did not stop within 5 s")
+        self._socket.close()
+
+
+def start_control_server(fleet: Fleet, bind: str, token: str | None) -> ControlServer:
+    host, port = parse_bind(bind)
+    return ControlServer(fleet, host, port, token).start()
