@@ -16,7 +16,7 @@ from typing import Any
 import av
 import pytest
 
-from streamer.config import load_config
+from streamer.config import load_config, load_fleet
 from streamer.errors import ConfigError
 from streamer.server import FaultConfig, ServerConfig, ServerThread
 from streamer.synth import Scene, write_video
@@ -300,8 +300,14 @@ def test_show_without_a_display_says_so(clip: Path) -> None:
 
 def test_configs_load_and_unknown_keys_are_named(tmp_path: Path) -> None:
     for path in sorted((REPO / "configs").glob("*.yaml")):
-        config = load_config(path, {"source": "synthetic:"})
-        assert config.source
+        fleet = load_fleet(path, {"source": "synthetic:"})
+        assert all(config.source for config in fleet.cameras)
+    cameras = load_fleet(REPO / "configs" / "cameras.yaml", {}).cameras
+    assert [c.name for c in cameras] == ["walking", "shapes"]
+    assert cameras[0].weight == 2
+    assert cameras[0].max_fps == cameras[1].max_fps == 5  # the top level: every camera's
+    assert cameras[1].model == "shapes/1"  # a camera's own key wins
+    assert Path(cameras[0].source).is_absolute()  # relative to the config file
     bad = tmp_path / "bad.yaml"
     bad.write_text('source: "synthetic:"\nmax_in_fligth: 4\n')
     with pytest.raises(ConfigError, match="unknown setting 'max_in_fligth'"):

@@ -1,0 +1,319 @@
+"""Many cameras in one process: the shared budget, churn, density.
+
+Against `streamer serve` in its own process (API latency injected, 429s past its
+rate limit), with the cameras in this process as a `Fleet`:
+
+- budget: N live synthetic cameras (small frames) sharing one key capped at R/s
+  against a server limiting at R/s: 429s after the first 10 s, budget used, Jain's
+  fairness index of the cameras' inference rates, every camera at its min_fps; then
+  three backlogged cameras weighted 1:2:4 and the ratio of their shares;
+- churn: a fleet of 8 live cameras, then C add/remove cycles of a 9th: first result
+  after add (p50/p95), the 8 others' inference rate during churn against before,
+  threads, open fds and RSS after against before;
+- density: 720p 25 fps files played live at 5 inference fps each, 1, 2, 4 ... cameras:
+  each camera's inference fps and the process's CPU per camera, beside a decode-only
+  loop of the same streams in the same run (the floor).
+
+    python scripts/bench_fleet.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from streamer.fleet import Fleet
+from streamer.run import tune_threads
+from streamer.server.runner import ServerProcess
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("STREAMER_SHARED_DIR", REPO.parent / "shared"))
+WALKING = SHARED / "videos" / "supervision_walking.mp4"
+SMALL = "synthetic:?size=160x120&fps=10"
+
+
+def jain(values: list[float]) -> float:
+    total = sum(values)
+    squares = sum(v * v for v in values)
+    return total * total / (len(values) * squares) if squares else 0.0
+
+
+def _oks(fleet: Fleet) -> dict[str, int]:
+    return {name: status.ok for name, status in fleet.status().cameras.items()}
+
+
+def _429s(fleet: Fleet) -> int:
+    return sum(status.rate_limited for status in fleet.status().cameras.values())
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- budget -------------------------------------------------------------------------------------
+
+
+def bench_budget(cameras: int, rate: float, seconds: float, min_fps: float) -> dict[str, Any]:
+    with ServerProcess("--latency-ms", "200", "--rate-limit", str(rate)) as server:
+        base = {"api_url": server.url, "model": "shapes/1", "rate_limit": rate, "max_in_flight": 2}
+        with Fleet(base) as fleet:
+            for i in range(cameras):
+                fleet.add(f"cam{i:02d}", f"{SMALL}&seed={i}", min_fps=min_fps)
+            time.sleep(10)  # warm-up: the AIMD cap finds the server's limit
+            ok_start, errors_start, started = _oks(fleet), _429s(fleet), time.monotonic()
+            time.sleep(seconds)
+            ok_end, errors_end = _oks(fleet), _429s(fleet)
+            elapsed = time.monotonic() - started
+    rates = [(ok_end[n] - ok_start[n]) / elapsed for n in ok_start]
+    return {
+        "cameras": cameras,
+        "rate": rate,
+        "seconds": round(elapsed, 1),
+        "429s_after_10s": errors_end - errors_start,
+        "used": sum(rates) / rate,
+        "jain": jain(rates),
+        "min_camera_fps": min(rates),
+        "max_camera_fps": max(rates),
+        "min_fps": min_fps,
+    }
+
+
+def bench_weights(rate: float, seconds: float) -> dict[str, Any]:
+    weights = {"w1": 1.0, "w2": 2.0, "w4": 4.0}
+    with ServerProcess("--latency-ms", "200", "--rate-limit", str(rate)) as server:
+        base = {"api_url": server.url, "model": "shapes/1", "rate_limit": rate}
+        with Fleet(base) as fleet:
+            for name, weight in weights.items():
+                # 30 fps each, far more than a share: every camera always wants more
+                fleet.add(name, "synthetic:?size=160x120&fps=30", weight=weight)
+            time.sleep(10)
+            ok_start, started = _oks(fleet), time.monotonic()
+            time.sleep(seconds)
+            ok_end = _oks(fleet)
+            elapsed = time.monotonic() - started
+    rates = {n: (ok_end[n] - ok_start[n]) / elapsed for n in weights}
+    return {
+        "rates": rates,
+        "ratio_2_to_1": rates["w2"] / rates["w1"],
+        "ratio_4_to_1": rates["w4"] / rates["w1"],
+        "used": sum(rates.values()) / rate,
+    }
+
+
+# -- churn --------------------------------------------------------------------------------------
+
+
+def bench_churn(cycles: int, window: float) -> dict[str, Any]:
+    first_ok: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def on_prediction(camera: str, output: Any, detections: Any) -> None:
+        if camera.startswith("churn") and output.record["status"] == "ok":
+            with lock:
+                first_ok.setdefault(camera, time.monotonic())
+
+    with ServerProcess("--latency-ms", "200") as server:
+        base = {"api_url": server.url, "model": "shapes/1", "max_fps": 5, "max_in_flight": 2}
+        with Fleet(base, on_prediction=on_prediction) as fleet:
+            steady = [f"cam{i}" for i in range(8)]
+            for i, name in enumerate(steady):
+                fleet.add(name, f"{SMALL}&seed={i}")
+            time.sleep(5)
+            # one add/remove cycle first, so that lazily made parts (the shared pool,
+            # the camera's first imports) are in "before" too
+            fleet.add("warm", f"{SMALL}&seed=99")
+            fleet.remove("warm")
+            threads, fds, rss = threading.active_count(), _fds(), _rss_mb()
+            ok_a, started = _oks(fleet), time.monotonic()
+            time.sleep(window)
+            ok_b = _oks(fleet)
+            before = sum(ok_b[n] - ok_a[n] for n in steady) / (time.monotonic() - started)
+            waits = []
+            churn_started = time.monotonic()
+            for cycle in range(cycles):
+                name = f"churn{cycle}"
+                added = time.monotonic()
+                fleet.add(name, f"{SMALL}&seed={cycle}")
+                deadline = added + 10
+                while name not in first_ok and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                waits.append(first_ok.get(name, deadline) - added)
+                fleet.remove(name)
+            ok_c = _oks(fleet)
+            during = sum(ok_c[n] - ok_b[n] for n in steady) / (time.monotonic() - churn_started)
+            time.sleep(1)
+            after = threading.active_count(), _fds(), _rss_mb()
+    waits.sort()
+    return {
+        "cycles": cycles,
+        "first_result_p50_s": waits[len(waits) // 2],
+        "first_result_p95_s": waits[min(len(waits) - 1, int(len(waits) * 0.95))],
+        "others_fps_before": before,
+        "others_fps_during": during,
+        "others_ratio": during / before if before else 0.0,
+        "threads_before": threads,
+        "threads_after": after[0],
+        "fds_before": fds,
+        "fds_after": after[1],
+        "rss_before_mb": rss,
+        "rss_after_mb": after[2],
+    }
+
+
+# -- density -------------------------------------------------------------------------------------
+
+
+def _decode_only(streams: int, seconds: float) -> float:
+    """CPU seconds per second for ``streams`` decodes of the clip paced at its own rate
+    (the floor: what the cameras cost before anything is inferred)."""
+    from streamer._av import av
+
+    def play(stop: threading.Event) -> None:
+        while not stop.is_set():
+            with av.open(str(WALKING)) as container:
+                stream = container.streams.video[0]
+                fps = float(stream.average_rate or 25)
+                start = time.monotonic()
+                for index, frame in enumerate(container.decode(stream)):
+                    frame.to_ndarray(format="bgr24")  # as capture does today
+                    wait = start + index / fps - time.monotonic()
+                    if wait > 0 and stop.wait(wait):
+                        return
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=play, args=(stop,), daemon=True) for _ in range(streams)]
+    cpu, started = _cpu(), time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+    return (_cpu() - cpu) / (time.monotonic() - started)
+
+
+def bench_density(counts: list[int], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    with ServerProcess("--latency-ms", "200") as server:
+        base = {
+            "api_url": server.url,
+            "model": "shapes/1",
+            "mode": "live",
+            "max_fps": 5,
+            "max_in_flight": 2,
+        }
+        for count in counts:
+            with Fleet(base) as fleet:
+                for i in range(count):
+                    fleet.add(f"cam{i}", str(WALKING))
+                time.sleep(3)
+                ok_a, cpu, started = _oks(fleet), _cpu(), time.monotonic()
+                time.sleep(seconds)
+                ok_b = _oks(fleet)
+                elapsed = time.monotonic() - started
+                cpu_rate = (_cpu() - cpu) / elapsed
+            rates = [(ok_b[n] - ok_a[n]) / elapsed for n in ok_a]
+            floor = _decode_only(count, min(seconds, 10))
+            rows.append(
+                {
+                    "cameras": count,
+                    "min_inference_fps": min(rates),
+                    "mean_inference_fps": statistics.mean(rates),
+                    "sustained": min(rates) >= 4.75,
+                    "cpu_per_camera": cpu_rate / count,
+                    "decode_floor_per_camera": floor / count,
+                    "ratio_to_floor": cpu_rate / floor if floor else 0.0,
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["budget", "churn", "density"])
+    args = parser.parse_args()
+    tune_threads()
+    quick = args.quick
+    results: dict[str, Any] = {}
+    if "budget" not in args.skip:
+        budget = bench_budget(32, 20.0, 30 if quick else 180, min_fps=0.5)
+        weights = bench_weights(21.0, 20 if quick else 60)
+        results["budget"], results["weights"] = budget, weights
+        print("\n### Budget: 32 cameras, one key, 20 requests/s, API 200 ms\n")
+        print("| measure | value | target |")
+        print("|---|---|---|")
+        print(f"| 429s after the first 10 s | {budget['429s_after_10s']} | 0 |")
+        print(f"| budget used | {budget['used']:.3f} | >= 0.95 |")
+        print(f"| Jain's index, inference fps | {budget['jain']:.4f} | >= 0.98 |")
+        print(
+            f"| slowest / fastest camera, fps | {budget['min_camera_fps']:.3f} / "
+            f"{budget['max_camera_fps']:.3f} | each >= min_fps {budget['min_fps']} |"
+        )
+        print(f"| weights 1:2:4, share ratio 2:1 | {weights['ratio_2_to_1']:.3f} | 2 +- 5% |")
+        print(f"| weights 1:2:4, share ratio 4:1 | {weights['ratio_4_to_1']:.3f} | 4 +- 5% |")
+        print(f"| weights run, budget used | {weights['used']:.3f} | |")
+    if "churn" not in args.skip:
+        churn = bench_churn(20 if quick else 200, 5 if quick else 15)
+        results["churn"] = churn
+        print(f"\n### Churn: {churn['cycles']} add/remove cycles beside 8 cameras\n")
+        print("| measure | value | target |")
+        print("|---|---|---|")
+        print(
+            f"| first result after add, p50 / p95 | {churn['first_result_p50_s']:.2f} s / "
+            f"{churn['first_result_p95_s']:.2f} s | p95 <= 2 s |"
+        )
+        print(
+            f"| other cameras' inference fps, during / before | {churn['others_fps_during']:.2f}"
+            f" / {churn['others_fps_before']:.2f} = {churn['others_ratio']:.3f} | >= 0.95 |"
+        )
+        print(
+            f"| threads before / after | {churn['threads_before']} / {churn['threads_after']} "
+            "| equal |"
+        )
+        print(f"| open fds before / after | {churn['fds_before']} / {churn['fds_after']} | equal |")
+        print(
+            f"| RSS before / after | {churn['rss_before_mb']:.0f} MB / "
+            f"{churn['rss_after_mb']:.0f} MB | +20 MB at most |"
+        )
+    if "density" not in args.skip and WALKING.exists():
+        rows = bench_density([1, 2] if quick else [1, 2, 4, 6], 10 if quick else 30)
+        results["density"] = rows
+        print("\n### Density: 720p 25 fps files played live, 5 inference fps each, API 200 ms\n")
+        print("| cameras | slowest camera fps | mean fps | sustained | CPU per camera "
+              "| decode-only floor per camera | ratio to floor |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            print(
+                f"| {row['cameras']} | {row['min_inference_fps']:.2f} | "
+                f"{row['mean_inference_fps']:.2f} | {'yes' if row['sustained'] else 'no'} | "
+                f"{row['cpu_per_camera']:.3f} | {row['decode_floor_per_camera']:.3f} | "
+                f"{row['ratio_to_floor']:.2f} |"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
