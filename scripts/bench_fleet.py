@@ -298,7 +298,7 @@ def main() -> None:
             f"{churn['rss_after_mb']:.0f} MB | +20 MB at most |"
         )
     if "density" not in args.skip and WALKING.exists():
-        rows = bench_density([1, 2] if quick else [1, 2, 4, 6], 10 if quick else 30)
+        rows = bench_density([1, 2] if quick else [1, 4, 8, 12, 16], 10 if quick else 30)
         results["density"] = rows
         print("\n### Density: 720p 25 fps files played live, 5 inference fps each, API 200 ms\n")
         print("| cameras | slowest camera fps | mean fps | sustained | CPU per camera "
