@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -10,10 +11,11 @@ import re
 import signal
 import sys
 import traceback
+import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from streamer import __version__
 from streamer.errors import ConfigError, StreamerError, redact
@@ -221,61 +223,37 @@ def _choice(*choices: str) -> object:
     return parse
 
 
-# flag -> (type, help); every run option defaults to None so that only flags given
-# override the --config file.
-_RUN_OPTIONS: dict[str, tuple[object, str]] = {
-    "--model": (str, "model id project/version (embedded server: coco/1, shapes/1 for synthetic:)"),
-    "--workflow": (str, "workflow workspace/workflow_id instead of a model"),
-    "--workflow-output": (str, "workflow output holding the predictions (predictions)"),
-    "--api-url": (str, "inference API base URL (default: serverless.roboflow.com with a key, "
-                  "else the embedded local server)"),
-    "--api-key": (str, "Roboflow API key; safer: set $ROBOFLOW_API_KEY (a flag shows in ps)"),
-    "--api-key-transport": (_choice("query", "header", "both"),
-                            "how the key travels: query (api_key=, the default, as the SDK), "
-                            "header (Authorization: Bearer; keeps it out of URLs and proxy "
-                            "logs; inference servers 1.5+), or both"),
-    "--mode": (_choice("live", "recorded"),
-               "live or recorded (default: files recorded, cameras and streams live)"),
-    "--max-in-flight": (int, "concurrent requests (8)"),
-    "--max-fps": (_positive_float, "live: at most this many frames sent per second"),
-    "--every": (int, "recorded: send every k-th frame, track the rest (1)"),
-    "--deadline": (_positive_float, "live: seconds after capture when a result is stale (2)"),
-    "--confidence": (_threshold, "confidence threshold (40): 1 to 100 is a percentage (1 = "
-                     "1%%), below 1 a fraction (0.99 = 99%%)"),
-    "--overlap": (_threshold, "NMS overlap threshold (30), read like --confidence"),
-    "--max-side": (int, "long side of uploaded frames in pixels (640)"),
-    "--jpeg-quality": (int, "JPEG quality of uploads (80)"),
-    "--rate-limit": (_positive_float, "requests/s cap per key (20 on *.roboflow.com, else none)"),
-    "--max-retries": (int, "retries per frame on 429/5xx/timeouts (3)"),
-    "--max-retry-wait": (_non_negative_float, "the longest the run waits on the API, "
-                         "seconds (60): a 429 with a longer Retry-After, or (recorded) every "
-                         "request failing for longer, ends the run with exit 6"),
-    "--max-failed": (_fraction, "fraction of sent frames that may fail before the run exits "
-                     "6 (1.0: only when every one failed)"),
-    "--request-timeout": (_positive_float, "seconds for a whole request, connect to last "
-                          "byte (10)"),
-    "--motion-threshold": (_non_negative_float, "skip frames that differ less than this (0-255)"),
-    "--stall-timeout": (_positive_float, "seconds without a frame before reconnecting (5)"),
-    "--connect-timeout": (_positive_float, "seconds a source may take to deliver its first "
-                          "frame before the run fails with exit 3 (20)"),
-    "--reconnect": (_choice("after-start", "forever"),
-                    "after-start: a source that never delivered a frame fails after "
-                    "--connect-timeout, one that streamed reconnects forever (default); "
-                    "forever: keep trying from the start (cameras that come up later)"),
-    "--output": (str, "write the annotated video here (H.264)"),
-    "--jsonl": (str, "write one JSON record per output frame here ('-' for stdout)"),
-    "--webhook": (str, "POST batches of records to this URL"),
-    "--name": (str, "the camera's name in records and {camera} paths (default: from the "
-               "source; one source only)"),
-    "--weight": (_positive_float, "this camera's part of a shared API budget against the "
-                 "others' (1)"),
-    "--min-fps": (_non_negative_float, "requests/s each camera gets first when the budget "
-                  "allows (0)"),
-    "--web": (str, "HOST:PORT: serve the control API there (cameras added, removed, paused "
-              "over HTTP; stats); the run then lasts until a signal"),
-    "--web-token": (str, "bearer token the control API requires (default "
-                    "$STREAMER_WEB_TOKEN; required unless --web binds a loopback address)"),
-}  # fmt: skip
+def _flag_type(item: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    """How the command line reads a setting: from its type, or the parse it names.
+    Ranges are the settings' own (checked once, in streamer.config)."""
+    if item.metadata.get("parse") == "threshold":
+        return _threshold
+    hint = typing.get_type_hints(_group_of(item))[item.name]
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = options[0]
+    if typing.get_origin(kind) is typing.Literal:
+        return _choice(*typing.get_args(kind))  # type: ignore[return-value]
+    if kind is int:
+        return int
+    if kind is float:
+        return _finite
+    return str
+
+
+def _group_of(item: dataclasses.Field[Any]) -> type[Any]:
+    from streamer.config import GROUPS, SETTINGS
+
+    return GROUPS[SETTINGS[item.name]]
+
+
+def _flag_help(item: dataclasses.Field[Any]) -> str:
+    text = str(item.metadata.get("help", ""))
+    default = item.default
+    if isinstance(default, int | float | str) and not isinstance(default, bool) and default != "":
+        if item.metadata.get("parse") == "threshold":
+            default = default * 100  # the flag's own scale
+        text += f" ({default:g})" if isinstance(default, float) else f" ({default})"
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
 def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -296,39 +274,37 @@ def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         metavar="SOURCE",
         help="what to read, one or more (or source: / cameras: in --config)",
     )
-    for flag, (kind, text) in _RUN_OPTIONS.items():
-        run.add_argument(flag, type=kind, default=None, help=text)  # type: ignore[arg-type]
-    run.add_argument(
-        "--show", action="store_const", const=True, default=None, help="show a window (q, Esc quit)"
-    )
-    run.add_argument(
-        "--no-hud",
-        dest="hud",
-        action="store_const",
-        const=False,
-        default=None,
-        help="no figures drawn on the frames (fps, latency, status)",
-    )
-    run.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_const",
-        const=False,
-        default=None,
-        help="no progress line on stderr (the summary line stays)",
-    )
+    # every setting a flag, named, typed and explained once, in streamer.config; all
+    # default to None so that only the flags given override the --config file
+    from streamer.config import settings_fields
+
+    for item in settings_fields():
+        flag = item.metadata.get("flag")
+        if flag == "":
+            continue  # given as SOURCE
+        if isinstance(item.default, bool):
+            run.add_argument(
+                str(flag), dest=item.name, action="store_const", const=not item.default,
+                default=None, help=_flag_help(item),
+            )  # fmt: skip
+            continue
+        run.add_argument(
+            str(flag or "--" + item.name.replace("_", "-")),
+            dest=item.name,
+            type=_flag_type(item),
+            default=None,
+            help=_flag_help(item),
+        )
     run.add_argument("--config", type=Path, help="YAML settings (flags override them)")
     run.add_argument("--models-dir", type=Path, help="weights for the embedded server's coco/1")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamer.config import load_fleet
+    from streamer.config import load_fleet, settings_fields
     from streamer.run import run_safely
 
-    overrides = {
-        name: getattr(args, name) for name in (flag[2:].replace("-", "_") for flag in _RUN_OPTIONS)
-    }
-    overrides.update(show=args.show, hud=args.hud, progress=args.progress)
+    overrides = {item.name: getattr(args, item.name, None) for item in settings_fields()}
+    overrides.pop("source")
     if overrides["web_token"] is None:
         overrides["web_token"] = os.environ.get("STREAMER_WEB_TOKEN") or None
     if overrides["name"] is not None and len(args.sources) > 1:

@@ -1,5 +1,17 @@
-"""Run settings: one frozen dataclass per camera, loaded from YAML and overridden by flags.
+"""Run settings: a tree of frozen dataclasses per camera, from YAML and flags.
 
+::
+
+    RunConfig ─┬─ capture: CaptureSettings   source, name, mode, timeouts, reconnect
+               ├─ target:  TargetSettings    model/workflow, API URL and key, thresholds, upload
+               ├─ sender:  SenderSettings    in flight, deadline, timeouts, retries, rate limit
+               ├─ sampler: SamplerSettings   max_fps, every, motion gate, weight, min_fps
+               ├─ outputs: OutputSettings    video, JSON lines, webhook, window, HUD
+               └─ run:     RunSettings       the whole run's: progress, control API
+
+Each leaf is written once, with ``setting()``: its default, its help and its range.
+The YAML keys and the ``streamer run`` flags are the leaves' names (``max_fps``,
+``--max-fps``), derived from the fields, and each group checks itself when built.
 Unknown keys and wrong types are rejected with the key's name, so a typo in a
 config file is an error, not a silently ignored setting.
 
@@ -23,121 +35,339 @@ import os
 import re
 import types
 import typing
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from streamer.errors import ConfigError
 
-__all__ = ["RUN_WIDE", "FleetConfig", "RunConfig", "camera_config", "load_config", "load_fleet"]
+__all__ = [
+    "RUN_WIDE",
+    "CaptureSettings",
+    "FleetConfig",
+    "OutputSettings",
+    "RunConfig",
+    "RunSettings",
+    "SamplerSettings",
+    "SenderSettings",
+    "TargetSettings",
+    "camera_config",
+    "load_config",
+    "load_fleet",
+    "settings_fields",
+]
 
 Mode = Literal["live", "recorded"]
 Reconnect = Literal["after-start", "forever"]
 KeyTransport = Literal["query", "header", "both"]
 
-# name: (lowest, highest, whether the lowest itself is allowed). Every number is also
-# refused when it is not finite (.inf, .nan in YAML; inf on the command line).
-_RANGES: dict[str, tuple[float, float, bool]] = {
-    "max_in_flight": (0, 256, False),
-    "every": (0, 1_000_000, False),
-    "max_side": (0, 8192, False),
-    "jpeg_quality": (10, 100, True),
-    "max_retries": (0, 100, True),
-    "request_timeout": (0, 3600, False),
-    "stall_timeout": (0, 86_400, False),
-    "connect_timeout": (0, 86_400, False),
-    "max_fps": (0, 1000, False),
-    "deadline": (0, 3600, False),
-    "rate_limit": (0, 100_000, False),
-    "max_retry_wait": (0, 86_400, True),
-    "max_failed": (0, 1, True),
-    "confidence": (0, 1, True),
-    "overlap": (0, 1, True),
-    "motion_threshold": (0, 255, True),
-    "weight": (0, 1000, False),
-    "min_fps": (0, 1000, True),
-}
-# Settings of the whole run, not of one camera: refused inside ``cameras:`` entries.
-RUN_WIDE = frozenset({"web", "web_token", "progress"})
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def check_range(name: str, value: float) -> None:
-    """``ConfigError`` naming ``name`` unless ``value`` is finite and in its range."""
-    low, high, low_allowed = _RANGES[name]
+def setting(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_allowed: bool = False,
+    flag: str | None = None,
+    parse: str | None = None,
+) -> Any:
+    """A settings field: its default, its help (the flag's and the docs'), its range
+    (every number is also refused when it is not finite), and how the command line
+    spells and reads it (``flag``: e.g. ``--no-hud``; ``parse``: ``threshold``)."""
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "range": None if low is None else (low, high, low_allowed),
+            "flag": flag,
+            "parse": parse,
+        },
+    )
+
+
+def check_range(name: str, value: float, bounds: tuple[float, float | None, bool]) -> None:
+    """``ConfigError`` naming ``name`` unless ``value`` is finite and within ``bounds``."""
+    low, high, low_allowed = bounds
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value}")
     if value < low or (value == low and not low_allowed):
         raise ConfigError(f"{name} must be {'>=' if low_allowed else '>'} {low:g}, got {value:g}")
-    if value > high:
+    if high is not None and value > high:
         raise ConfigError(f"{name} must be at most {high:g}, got {value:g}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunConfig:
-    """Everything ``streamer run`` needs. Times in seconds."""
+def _validate(settings: Any) -> None:
+    """The checks every group shares: ranges from the fields, strings not blank."""
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        bounds = item.metadata.get("range")
+        if bounds is not None and value is not None:
+            check_range(item.name, value, bounds)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{item.name} must not be empty when given")
 
-    source: str
-    name: str | None = None  # the camera's name in records, outputs, logs; default from source
-    model: str | None = None  # project/version
-    workflow: str | None = None  # workspace/workflow_id
-    workflow_output: str = "predictions"
-    api_url: str | None = None  # None: the embedded local server when there is no key
-    api_key: str | None = None
-    api_key_transport: KeyTransport = "query"
-    mode: Mode | None = None  # None: files recorded, cameras and streams live
-    max_in_flight: int = 8
-    max_fps: float | None = None
-    every: int = 1  # recorded: send every k-th frame, track the rest
-    deadline: float | None = 2.0  # live: a result older than this is stale
-    confidence: float = 0.4
-    overlap: float = 0.3
-    max_side: int = 640
-    jpeg_quality: int = 80
-    rate_limit: float | None = None  # requests/s per key; None: 20 on Roboflow's hosts, else none
-    max_retries: int = 3
-    max_retry_wait: float = 60.0  # a 429 asking for longer means the quota is spent
-    max_failed: float = 1.0  # fraction of sent frames that may fail; 1.0: only all failing
-    request_timeout: float = 10.0
-    motion_threshold: float | None = None
-    stall_timeout: float = 5.0
-    connect_timeout: float = 20.0  # a source that never delivered a frame fails after this
-    reconnect: Reconnect = "after-start"
-    output: str | None = None  # annotated video
-    jsonl: str | None = None  # file or "-"
-    webhook: str | None = None
-    show: bool = False
-    hud: bool = True
-    progress: bool = True
-    weight: float = 1.0  # this camera's part of a shared API budget, against the others'
-    min_fps: float = 0.0  # requests/s this camera gets first, when the budget allows
-    web: str | None = None  # HOST:PORT of the control API
-    web_token: str | None = None  # bearer token the control API requires
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureSettings:
+    """The camera: its source, name and how it is read (``CaptureConfig`` comes from it)."""
+
+    source: str = setting("", "what to read", flag="")
+    name: str | None = setting(
+        None, "the camera's name in records, logs and {camera} paths (default: from the source)"
+    )
+    mode: Mode | None = setting(
+        None, "live or recorded (default: files recorded, cameras and streams live)"
+    )
+    stall_timeout: float = setting(
+        5.0, "seconds without a frame before reconnecting", low=0, high=86_400
+    )
+    connect_timeout: float = setting(
+        20.0,
+        "seconds a source may take to deliver its first frame before it fails (exit 3)",
+        low=0,
+        high=86_400,
+    )
+    reconnect: Reconnect = setting(
+        "after-start",
+        "after-start: a source that never delivered a frame fails after --connect-timeout, "
+        "one that streamed reconnects forever; forever: keep trying from the start "
+        "(cameras that come up later)",
+    )
 
     def __post_init__(self) -> None:
         if not self.source.strip():
             raise ConfigError("source must not be empty")
-        for name in ("model", "workflow", "workflow_output", "api_url", "api_key", "name"):
-            value = getattr(self, name)
-            if value is not None and not value.strip():
-                raise ConfigError(f"{name} must not be empty when given")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name):
+        _validate(self)
+        if self.name is not None and not _NAME.fullmatch(self.name):
             raise ConfigError(
                 "camera name must be 1-64 letters, digits, '_', '.' or '-', "
                 f"got {_shown(self.name)}"
             )
+        if self.mode is not None and self.mode not in ("live", "recorded"):
+            raise ConfigError(f"mode must be live or recorded, got {_shown(self.mode)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSettings:
+    """What answers and how frames are uploaded (``Target`` and the client come from it)."""
+
+    model: str | None = setting(
+        None, "model id project/version (embedded server: coco/1, shapes/1 for synthetic:)"
+    )
+    workflow: str | None = setting(None, "workflow workspace/workflow_id instead of a model")
+    workflow_output: str = setting("predictions", "workflow output holding the predictions")
+    api_url: str | None = setting(
+        None,
+        "inference API base URL (default: serverless.roboflow.com with a key, else the "
+        "embedded local server)",
+    )
+    api_key: str | None = setting(
+        None, "Roboflow API key; safer: set $ROBOFLOW_API_KEY (a flag shows in ps)"
+    )
+    api_key_transport: KeyTransport = setting(
+        "query",
+        "how the key travels: query (api_key=, as the SDK), header (Authorization: Bearer; "
+        "keeps it out of URLs and proxy logs; inference servers 1.5+), or both",
+    )
+    confidence: float = setting(
+        0.4,
+        "confidence threshold: 1 to 100 is a percentage (1 = 1%), below 1 a fraction (0.99 = 99%)",
+        low=0,
+        high=1,
+        low_allowed=True,
+        parse="threshold",
+    )
+    overlap: float = setting(
+        0.3, "NMS overlap threshold, read like --confidence", low=0, high=1, low_allowed=True,
+        parse="threshold",
+    )  # fmt: skip
+    max_side: int = setting(640, "long side of uploaded frames in pixels", low=0, high=8192)
+    jpeg_quality: int = setting(80, "JPEG quality of uploads", low=10, high=100, low_allowed=True)
+
+    def __post_init__(self) -> None:
+        _validate(self)
         if self.model and self.workflow:
             raise ConfigError("give --model or --workflow, not both")
         if self.workflow is not None and self.workflow.count("/") != 1:
             raise ConfigError(
                 f"workflow must look like workspace/workflow_id, got {_shown(self.workflow)}"
             )
-        if self.mode is not None and self.mode not in ("live", "recorded"):
-            raise ConfigError(f"mode must be live or recorded, got {_shown(self.mode)}")
-        for name in _RANGES:
-            value = getattr(self, name)
-            if value is not None:
-                check_range(name, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SenderSettings:
+    """How requests go out (``SenderConfig`` comes from it)."""
+
+    max_in_flight: int = setting(8, "concurrent requests per camera", low=0, high=256)
+    deadline: float | None = setting(
+        2.0, "live: seconds after capture when a result is stale", low=0, high=3600
+    )
+    request_timeout: float = setting(
+        10.0, "seconds for a whole request, connect to last byte", low=0, high=3600
+    )
+    rate_limit: float | None = setting(
+        None,
+        "requests/s cap per API key, shared by every camera (default: 20 on *.roboflow.com, "
+        "else none)",
+        low=0,
+        high=100_000,
+    )
+    max_retries: int = setting(
+        3, "retries per frame on 429/5xx/timeouts", low=0, high=100, low_allowed=True
+    )
+    max_retry_wait: float = setting(
+        60.0,
+        "the longest a camera waits on the API, seconds: a 429 with a longer Retry-After, "
+        "or (recorded) every request failing for longer, ends it with exit 6",
+        low=0,
+        high=86_400,
+        low_allowed=True,
+    )
+    max_failed: float = setting(
+        1.0,
+        "fraction of sent frames that may fail before the camera ends with exit 6 (1.0: only "
+        "when every one failed)",
+        low=0,
+        high=1,
+        low_allowed=True,
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplerSettings:
+    """Which frames are sent, and this camera's part of a shared budget (``SamplerConfig``
+    and the budget's weights come from it)."""
+
+    max_fps: float | None = setting(
+        None, "live: at most this many frames sent per second", low=0, high=1000
+    )
+    every: int = setting(
+        1, "recorded: send every k-th frame, track the rest", low=0, high=1_000_000
+    )
+    motion_threshold: float | None = setting(
+        None, "skip frames that differ less than this (0-255)", low=0, high=255, low_allowed=True
+    )
+    weight: float = setting(
+        1.0, "this camera's part of a shared API budget against the others'", low=0, high=1000
+    )
+    min_fps: float = setting(
+        0.0,
+        "requests/s this camera gets first, when the budget allows",
+        low=0,
+        high=1000,
+        low_allowed=True,
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputSettings:
+    """Where results go (the sinks come from it); paths take ``{camera}``."""
+
+    output: str | None = setting(None, "write the annotated video here (H.264)")
+    jsonl: str | None = setting(
+        None, "write one JSON record per output frame here ('-' for stdout)"
+    )
+    webhook: str | None = setting(None, "POST batches of records to this URL")
+    show: bool = setting(False, "show a window (q, Esc quit)", flag="--show")
+    hud: bool = setting(
+        True, "no figures drawn on the frames (fps, latency, status)", flag="--no-hud"
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """The whole run's, not one camera's: refused inside a ``cameras:`` entry."""
+
+    progress: bool = setting(
+        True, "no progress line on stderr (the summary line stays)", flag="--no-progress"
+    )
+    web: str | None = setting(
+        None,
+        "HOST:PORT: serve the control API there (cameras added, removed, paused over HTTP; "
+        "stats); the run then lasts until a signal",
+    )
+    web_token: str | None = setting(
+        None,
+        "bearer token the control API requires (default $STREAMER_WEB_TOKEN; required "
+        "unless --web binds a loopback address)",
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+GROUPS: dict[str, type[Any]] = {
+    "capture": CaptureSettings,
+    "target": TargetSettings,
+    "sender": SenderSettings,
+    "sampler": SamplerSettings,
+    "outputs": OutputSettings,
+    "run": RunSettings,
+}
+# YAML key / flag name -> its group: one flat namespace, every name in one group.
+SETTINGS: dict[str, str] = {
+    item.name: group for group, kind in GROUPS.items() for item in dataclasses.fields(kind)
+}
+RUN_WIDE = frozenset(item.name for item in dataclasses.fields(RunSettings))
+
+
+def settings_fields() -> list[dataclasses.Field[Any]]:
+    """Every setting's field, group by group: what the flags and the docs are made from."""
+    return [item for kind in GROUPS.values() for item in dataclasses.fields(kind)]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One camera's settings, a tree of the stages' settings. YAML keys and flags are
+    the leaves' names (``max_fps``, ``--max-fps``): ``from_flat`` and ``flat`` map
+    between the two."""
+
+    capture: CaptureSettings
+    target: TargetSettings = field(default_factory=TargetSettings)
+    sender: SenderSettings = field(default_factory=SenderSettings)
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    outputs: OutputSettings = field(default_factory=OutputSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> RunConfig:
+        """From flat settings (types checked already); each group validates its own."""
+        groups: dict[str, dict[str, Any]] = {name: {} for name in GROUPS}
+        for key, value in values.items():
+            groups[SETTINGS[key]][key] = value
+        if "source" not in groups["capture"]:
+            raise ConfigError("no source given (a file, a camera, a URL or synthetic:)")
+        built = {name: GROUPS[name](**given) for name, given in groups.items()}
+        return cls(**built)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name."""
+        return {
+            item.name: getattr(getattr(self, group), item.name)
+            for group, kind in GROUPS.items()
+            for item in dataclasses.fields(kind)
+        }
+
+    @property
+    def source(self) -> str:
+        return self.capture.source
+
+    @property
+    def name(self) -> str | None:
+        return self.capture.name
 
 
 def _shown(value: Any, limit: int = 200) -> str:
@@ -186,6 +416,11 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+_HINTS: dict[str, Any] = {
+    name: hint for kind in GROUPS.values() for name, hint in typing.get_type_hints(kind).items()
+}
+
+
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
@@ -213,14 +448,13 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
 
 def _checked(values: dict[str, Any], where: str) -> dict[str, Any]:
     """``values`` with unknown keys refused and each value converted to its field's type."""
-    hints = typing.get_type_hints(RunConfig)
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(str(key) for key in set(values) - known)
+    unknown = sorted(str(key) for key in set(values) - set(SETTINGS))
     if unknown:
         raise ConfigError(
-            f"unknown setting {_shown(unknown[0], 60)}{where} (known: {', '.join(sorted(known))})"
+            f"unknown setting {_shown(unknown[0], 60)}{where} "
+            f"(known: {', '.join(sorted(SETTINGS))})"
         )
-    return {name: _check_type(name, value, hints[name]) for name, value in values.items()}
+    return {name: _check_type(name, value, _HINTS[name]) for name, value in values.items()}
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
@@ -240,9 +474,9 @@ class FleetConfig:
     cameras: list[RunConfig]
 
     @property
-    def run(self) -> RunConfig:
-        """The run-wide settings (``web``, ``progress``): the first camera carries them."""
-        return self.cameras[0]
+    def run(self) -> RunSettings:
+        """The run-wide settings (``web``, ``progress``): every camera carries the same."""
+        return self.cameras[0].run
 
 
 def load_fleet(
@@ -291,10 +525,7 @@ def camera_config(
     wide = sorted(RUN_WIDE & set(own))
     if wide:
         raise ConfigError(f"{wide[0]} is a setting of the whole run, not of a camera{where}")
-    merged = {**base, **_checked(own, where)}
-    if "source" not in merged:
-        raise ConfigError("no source given (a file, a camera, a URL or synthetic:)")
-    return RunConfig(**merged)
+    return RunConfig.from_flat({**base, **_checked(own, where)})
 
 
 def _relative_to(folder: Path, source: str) -> str:

@@ -97,23 +97,27 @@ StatusChange = Callable[[str, StateEvent], None]
 
 def target_for(config: RunConfig, api_url: str, default_model: str) -> Target:
     options = {
-        "confidence": config.confidence,
-        "overlap": config.overlap,
-        "max_side": config.max_side,
-        "jpeg_quality": config.jpeg_quality,
+        "confidence": config.target.confidence,
+        "overlap": config.target.overlap,
+        "max_side": config.target.max_side,
+        "jpeg_quality": config.target.jpeg_quality,
     }
-    if config.workflow:
-        workspace, workflow_id = config.workflow.split("/")
+    if config.target.workflow:
+        workspace, workflow_id = config.target.workflow.split("/")
         return Target.workflow(
-            workspace, workflow_id, api_url=api_url, output_name=config.workflow_output, **options
+            workspace,
+            workflow_id,
+            api_url=api_url,
+            output_name=config.target.workflow_output,
+            **options,
         )
-    return Target.model(config.model or default_model, api_url=api_url, **options)
+    return Target.model(config.target.model or default_model, api_url=api_url, **options)
 
 
 def rate_limit(config: RunConfig, target: Target) -> float | None:
     """The cap asked for; by default Roboflow's stated 20/s on its own hosts, none elsewhere."""
-    if config.rate_limit is not None:
-        return config.rate_limit
+    if config.sender.rate_limit is not None:
+        return config.sender.rate_limit
     return ROBOFLOW_RATE_LIMIT if target.host.endswith("roboflow.com") else None
 
 
@@ -157,24 +161,26 @@ def pipeline_settings(config: RunConfig, live: bool, target: Target) -> Pipeline
         live=live,
         sampler=SamplerConfig(
             live=live,
-            max_fps=config.max_fps,
-            stride=config.every,
-            motion_threshold=config.motion_threshold,
+            max_fps=config.sampler.max_fps,
+            stride=config.sampler.every,
+            motion_threshold=config.sampler.motion_threshold,
         ),
         sender=SenderConfig(
-            max_in_flight=config.max_in_flight,
-            request_timeout=config.request_timeout,
-            deadline=config.deadline if live else None,
-            max_retries=config.max_retries,
+            max_in_flight=config.sender.max_in_flight,
+            request_timeout=config.sender.request_timeout,
+            deadline=config.sender.deadline if live else None,
+            max_retries=config.sender.max_retries,
             rate_limit=rate_limit(config, target),
-            max_retry_wait=config.max_retry_wait,
-            outage_wait=config.max_retry_wait,
+            max_retry_wait=config.sender.max_retry_wait,
+            outage_wait=config.sender.max_retry_wait,
         ),
-        stall_timeout=config.stall_timeout,
-        connect_timeout=None if config.reconnect == "forever" else config.connect_timeout,
-        render=RenderConfig(hud=config.hud),
-        weight=config.weight,
-        min_fps=config.min_fps,
+        stall_timeout=config.capture.stall_timeout,
+        connect_timeout=None
+        if config.capture.reconnect == "forever"
+        else config.capture.connect_timeout,
+        render=RenderConfig(hud=config.outputs.hud),
+        weight=config.sampler.weight,
+        min_fps=config.sampler.min_fps,
     )
 
 
@@ -453,10 +459,10 @@ class Camera:
         why = f"; most often: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else ""
         if sender.ok == 0 and sender.failed + sender.stale == sent:
             return InferenceError(f"every one of the {sent} frames sent failed{why}")
-        if sender.failed / sent > self.config.max_failed:
+        if sender.failed / sent > self.config.sender.max_failed:
             return InferenceError(
                 f"{sender.failed} of the {sent} frames sent failed, more than --max-failed "
-                f"{self.config.max_failed:g} allows{why}"
+                f"{self.config.sender.max_failed:g} allows{why}"
             )
         return None
 
@@ -546,7 +552,9 @@ class Fleet:
     def add_config(self, config: RunConfig) -> Camera:
         if self._closing.is_set():
             raise ConfigError("the fleet is closing: no camera can be added")
-        source = open_source(config.source, timeouts=Timeouts(open=10.0, read=config.stall_timeout))
+        source = open_source(
+            config.source, timeouts=Timeouts(open=10.0, read=config.capture.stall_timeout)
+        )
         name = self._reserve_name(config.name, source.source_id)
         try:
             camera = self._build(name, config, source)
@@ -578,26 +586,26 @@ class Fleet:
             return name
 
     def _build(self, name: str, config: RunConfig, source: Source) -> Camera:
-        video = _expand(config.output, name)
-        jsonl = _expand(config.jsonl, name)
-        shared_jsonl = self._shares(config.jsonl)
+        video = _expand(config.outputs.output, name)
+        jsonl = _expand(config.outputs.jsonl, name)
+        shared_jsonl = self._shares(config.outputs.jsonl)
         check_outputs(_inputs(source, self.config_path), {"--output": video, "--jsonl": jsonl})
         self._check_shared_paths(name, video, jsonl)
-        if config.webhook:
-            check_webhook_url(config.webhook)
-        if config.show and (problem := display_problem()) is not None:
+        if config.outputs.webhook:
+            check_webhook_url(config.outputs.webhook)
+        if config.outputs.show and (problem := display_problem()) is not None:
             raise SinkError(f"--show needs a display, and {problem}; use --output instead")
         if not source.is_live:
             source.open().close()  # a file that cannot be read is said so first, in one line
-        live = config.mode == "live" if config.mode is not None else source.is_live
-        api_key = resolve_api_key(config.api_key)
-        embedded = config.api_url is None and api_key is None
+        live = config.capture.mode == "live" if config.capture.mode is not None else source.is_live
+        api_key = resolve_api_key(config.target.api_key)
+        embedded = config.target.api_url is None and api_key is None
         default_model = "shapes/1" if isinstance(source, SyntheticSource) else "coco/1"
-        if not embedded and not (config.model or config.workflow):
+        if not embedded and not (config.target.model or config.target.workflow):
             raise ConfigError(
                 "give --model project/version or --workflow workspace/id for a remote API"
             )
-        api_url = config.api_url or DEFAULT_API_URL
+        api_url = config.target.api_url or DEFAULT_API_URL
         target = target_for(config, api_url, default_model)  # settings checked first
         if embedded:
             api_url = self._embedded_url()
@@ -605,9 +613,9 @@ class Fleet:
         client = RoboflowClient(
             target,
             api_key,
-            timeout=config.request_timeout,
+            timeout=config.sender.request_timeout,
             transport=self._transport(target.api_url),
-            key_transport=config.api_key_transport,
+            key_transport=config.target.api_key_transport,
         )
         outputs = _Outputs()
         try:
@@ -615,7 +623,7 @@ class Fleet:
             with self._lock:
                 known = checked in self._checked_targets
             if not known:  # one probe per model, not per camera
-                preflight(client, max_retry_wait=config.max_retry_wait)
+                preflight(client, max_retry_wait=config.sender.max_retry_wait)
                 with self._lock:
                     self._checked_targets.add(checked)
             outputs.claim(video, None if shared_jsonl else jsonl)
@@ -685,9 +693,9 @@ class Fleet:
             sinks.append(self._lines(jsonl).for_camera())
         elif jsonl:
             sinks.append(JsonLinesSink(outputs.jsonl if outputs.jsonl is not None else STDOUT))
-        if config.webhook:
-            sinks.append(WebhookSink(config.webhook))
-        if config.show:
+        if config.outputs.webhook:
+            sinks.append(WebhookSink(config.outputs.webhook))
+        if config.outputs.show:
             sinks.append(DisplaySink(f"streamer {name}", on_quit=self._quit))
         outputs.sinks = {sink.name: sink for sink in sinks}
         return sinks
@@ -793,12 +801,14 @@ class Fleet:
             source=camera.source.source_id,
             state=camera.state(),
             live=camera.live,
-            weight=camera.config.weight,
-            min_fps=camera.config.min_fps,
+            weight=camera.config.sampler.weight,
+            min_fps=camera.config.sampler.min_fps,
             share=budget.share(camera.name) if budget is not None and not camera.ended else None,
             source_fps=status.source_fps,
             inference_fps=status.inference_fps,
-            last_error=redact(str(error), camera.config.api_key) if error is not None else None,
+            last_error=redact(str(error), camera.config.target.api_key)
+            if error is not None
+            else None,
             exit_code=camera.code,
         )
 

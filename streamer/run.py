@@ -14,7 +14,6 @@ for cameras added later; ``SIGHUP`` re-reads ``--config`` and applies the differ
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import signal
 import sys
@@ -149,7 +148,9 @@ class _Run:
             try:
                 self.from_config[key] = self.fleet.add_config(config).name
             except StreamerError as exc:
-                log.error("SIGHUP: camera %s not added: %s", key, redact(str(exc), config.api_key))
+                log.error(
+                    "SIGHUP: camera %s not added: %s", key, redact(str(exc), config.target.api_key)
+                )
         self.settings = fresh
         log.warning("SIGHUP: config applied: %d cameras", len(self.fleet.names()))
 
@@ -159,7 +160,7 @@ def _config_key(config: RunConfig) -> str:
 
 
 def _shown(error: BaseException, config: RunConfig) -> str:
-    return redact(str(error), config.api_key)
+    return redact(str(error), config.target.api_key)
 
 
 @contextlib.contextmanager
@@ -252,11 +253,7 @@ def run(
     """Run every camera to its end (or a signal); return the exit code. ``overrides``
     and ``sources`` (the flags and sources given) are applied again on SIGHUP."""
     tune_threads()
-    settings = (
-        config
-        if isinstance(config, FleetConfig)
-        else FleetConfig(dataclasses.asdict(config), [config])
-    )
+    settings = config if isinstance(config, FleetConfig) else FleetConfig(config.flat(), [config])
     wide = settings.run
     single = len(settings.cameras) == 1 and wide.web is None
     quit_run: list[_Run] = []
@@ -347,7 +344,8 @@ def run_safely(
 ) -> int:
     """``run`` with errors turned into one line and an exit code (a traceback too with
     ``debug``; the exit code is the same either way)."""
-    key = config.run.api_key if isinstance(config, FleetConfig) else config.api_key
+    camera = config.cameras[0] if isinstance(config, FleetConfig) else config
+    key = camera.target.api_key
     try:
         return run(
             config,

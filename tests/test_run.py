@@ -304,9 +304,9 @@ def test_configs_load_and_unknown_keys_are_named(tmp_path: Path) -> None:
         assert all(config.source for config in fleet.cameras)
     cameras = load_fleet(REPO / "configs" / "cameras.yaml", {}).cameras
     assert [c.name for c in cameras] == ["walking", "shapes"]
-    assert cameras[0].weight == 2
-    assert cameras[0].max_fps == cameras[1].max_fps == 5  # the top level: every camera's
-    assert cameras[1].model == "shapes/1"  # a camera's own key wins
+    assert cameras[0].sampler.weight == 2
+    assert cameras[0].sampler.max_fps == cameras[1].sampler.max_fps == 5  # top level: all
+    assert cameras[1].target.model == "shapes/1"  # a camera's own key wins
     assert Path(cameras[0].source).is_absolute()  # relative to the config file
     bad = tmp_path / "bad.yaml"
     bad.write_text('source: "synthetic:"\nmax_in_fligth: 4\n')
@@ -317,8 +317,8 @@ def test_configs_load_and_unknown_keys_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_in_flight must be an integer"):
         load_config(wrong_type, {})
     flags_win = load_config(REPO / "configs" / "recorded.yaml", {"source": "x.mp4", "every": 5})
-    assert flags_win.every == 5
-    assert flags_win.output == "annotated.mp4"
+    assert flags_win.sampler.every == 5
+    assert flags_win.outputs.output == "annotated.mp4"
     done = _run("synthetic:", "--config", str(bad))
     assert done.returncode == 2
     assert "max_in_fligth" in done.stderr
@@ -352,3 +352,29 @@ def test_walking_clip_with_coco(models_dir: Path, shared: Path, tmp_path: Path) 
     assert sorted(people)[len(people) // 2] >= 8  # the median frame has a crowd
     tracks = {d["tracker_id"] for r in records for d in r["detections"] if d["tracker_id"] >= 0}
     assert 10 <= len(tracks) <= 120  # people tracked, not a new id per frame
+
+
+def test_settings_are_one_tree_and_every_leaf_is_a_flag_and_a_key(tmp_path: Path) -> None:
+    from streamer.config import RunConfig, settings_fields
+
+    help_text = " ".join(run_cli("run", "--help").stdout.split())
+    for item in settings_fields():
+        if item.name == "source":
+            continue  # SOURCE, positional
+        flag = item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+        assert flag in help_text, flag
+    assert "long side of uploaded frames in pixels (640)" in help_text  # the field's default
+    assert "--rate-limit RATE_LIMIT requests/s cap per API key" in help_text
+    config = load_config(None, {"source": "synthetic:", "max_fps": 3.0, "min_fps": 1.0})
+    assert (config.sampler.max_fps, config.sampler.min_fps) == (3.0, 1.0)
+    assert config.sender.max_in_flight == 8
+    assert RunConfig.from_flat(config.flat()) == config
+    # a run-wide setting inside one camera is refused, naming it
+    wide = tmp_path / "wide.yaml"
+    wide.write_text("cameras:\n  - {source: 'synthetic:', web: '127.0.0.1:1'}\n")
+    with pytest.raises(ConfigError, match="web is a setting of the whole run"):
+        load_fleet(wide, {})
+    named = tmp_path / "named.yaml"
+    named.write_text("cameras:\n  - {source: 'synthetic:', name: 'no spaces please'}\n")
+    with pytest.raises(ConfigError, match="camera name must be"):
+        load_fleet(named, {})
