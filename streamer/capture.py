@@ -150,7 +150,8 @@ class CaptureMetrics:
 
 
 class CaptureThread:
-    """Reads one source on its own thread ``streamer-capture-<source>``.
+    """Reads one source on its own thread ``streamer-capture-<name>`` (the camera's
+    name; by default the source's id).
 
     Example::
 
@@ -164,6 +165,7 @@ class CaptureThread:
         config: CaptureConfig | None = None,
         *,
         on_state: Callable[[StateEvent], None] | None = None,
+        name: str | None = None,
     ) -> None:
         self.source = source
         self.config = config or CaptureConfig(live=source.is_live)
@@ -188,7 +190,7 @@ class CaptureThread:
         self._started_at = time.monotonic()
         self._last_reason = ""
         self._thread = threading.Thread(
-            target=self._run, name=f"streamer-capture-{source.source_id}", daemon=True
+            target=self._run, name=f"streamer-capture-{name or source.source_id}", daemon=True
         )
 
     # -- public ------------------------------------------------------------------------------

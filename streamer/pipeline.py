@@ -2,13 +2,14 @@
 
 ::
 
-    streamer-capture-<src> ─▶ slot / FIFO ─▶ streamer-feed (sampler, submit)
-                                                 │ recorded: (frame, future) in frame order
-                                                 │ live: results as they arrive
-                                                 ▼
-                         streamer-render (tracker, annotators; owns all their state)
-                                                 ▼
-                  streamer-sink-video / -jsonl / -webhook / -display (own bounded queues)
+    streamer-capture-<camera> ─▶ slot / FIFO ─▶ streamer-feed-<camera> (sampler, submit)
+                                                   │    ▲ streamer-sender-<camera>-<i> send
+                                                   │ recorded: (frame, future) in frame order
+                                                   │ live: results as they arrive
+                                                   ▼
+                      streamer-render-<camera> (tracker, annotators; owns all their state)
+                                                   ▼
+        streamer-sink-<camera>-video / -jsonl / -webhook / -display (own bounded queues)
 
 Live: the newest result is shown as soon as it arrives; an older result arriving
 late is counted and handed to the tracker only (which ignores the past). Recorded:
@@ -159,7 +160,7 @@ class Pipeline:
 
     Callbacks and the thread each runs on: ``on_prediction(output, detections)`` on
     ``streamer-render-<camera>``, once per output frame; ``on_status(event)`` on the
-    capture thread ``streamer-capture-<source>``, at each state change. Keep them short: they
+    capture thread ``streamer-capture-<camera>``, at each state change. Keep them short: they
     run inside the stage. ``stop()`` may be called from any of them, and from signal
     handlers.
     """
@@ -197,7 +198,9 @@ class Pipeline:
             reconnect=settings.reconnect,
             connect_timeout=settings.connect_timeout,
         )
-        self.capture = CaptureThread(source, capture_config, on_state=self._capture_event)
+        self.capture = CaptureThread(
+            source, capture_config, on_state=self._capture_event, name=self.camera
+        )
         sampler_config = settings.sampler or SamplerConfig(live=settings.live)
         self.sampler = Sampler(sampler_config)
         self.pool = SenderPool(

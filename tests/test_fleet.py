@@ -26,24 +26,37 @@ from tests.test_rtsp import RtspServer, _gst_available
 LIVE = "synthetic:?size=320x240&fps=15"
 
 
-def _stop(process: subprocess.Popen[str], sig: int = signal.SIGINT) -> tuple[int, str]:
-    process.send_signal(sig)
-    try:
-        _, err = process.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-        raise AssertionError(f"streamer did not stop on signal {sig}: {err}") from None
-    return process.returncode, err
-
-
 class Control:
-    """The control API of a ``streamer run --web`` started by a test."""
+    """A ``streamer run --web`` started by a test: its control API, and its stderr read
+    as it comes (so that a test can wait for a line instead of sleeping)."""
 
-    def __init__(self, port: int, token: str | None = None) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, token: str | None = None) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = f"http://127.0.0.1:{port}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"streamer did not stop on signal {sig}") from None
+        self._reader.join(timeout=10)
+        return self.process.returncode, "".join(self.lines)
 
     def up(self) -> bool:
         try:
@@ -67,25 +80,25 @@ class Control:
 
 
 @pytest.fixture
-def web_run() -> Iterator[Callable[..., tuple[subprocess.Popen[str], Control]]]:
+def web_run() -> Iterator[Callable[..., Control]]:
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str, token: str | None = None, env: dict[str, str] | None = None) -> Any:
         port = free_port()
         process = start_cli("run", *args, "--web", f"127.0.0.1:{port}", env=env)
         started.append(process)
-        control = Control(port, token)
+        control = Control(process, port, token)
         wait_for(
             lambda: control.up() or process.poll() is not None, what="the control API", timeout=60
         )
-        assert process.poll() is None, process.communicate()[1]
-        return process, control
+        assert process.poll() is None, "".join(control.lines)
+        return control
 
     yield start
     for process in started:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.wait()
 
 
 def test_several_sources_in_one_run_each_with_every_frame_once(
@@ -141,9 +154,9 @@ def test_one_output_path_for_two_cameras_is_refused_before_anything_runs(
 
 
 def test_control_api_adds_pauses_resumes_and_removes_cameras(
-    web_run: Callable[..., tuple[subprocess.Popen[str], Control]], tmp_path: Path
+    web_run: Callable[..., Control], tmp_path: Path
 ) -> None:
-    process, control = web_run(LIVE, "--max-fps", "5", "--jsonl", str(tmp_path / "{camera}.jsonl"))
+    control = web_run(LIVE, "--max-fps", "5", "--jsonl", str(tmp_path / "{camera}.jsonl"))
     assert list(control.cameras()) == ["synthetic"]
     wait_for(lambda: control.ok("synthetic") > 0, what="the first camera's results")
 
@@ -184,16 +197,16 @@ def test_control_api_adds_pauses_resumes_and_removes_cameras(
     assert list(control.cameras()) == ["synthetic"]
     assert records(tmp_path / "cam2.jsonl")  # its records were finalized on removal
 
-    code, err = _stop(process)
+    code, err = control.stop()
     assert code == 130
     assert "camera synthetic:" in err
     assert records(tmp_path / "synthetic.jsonl")
 
 
 def test_a_camera_that_never_connects_is_removed_at_once(
-    web_run: Callable[..., tuple[subprocess.Popen[str], Control]],
+    web_run: Callable[..., Control],
 ) -> None:
-    process, control = web_run(LIVE, "--max-fps", "2")
+    control = web_run(LIVE, "--max-fps", "2")
     dead = f"rtsp://user:SECRET_PW@127.0.0.1:{free_port()}/stream"
     added = control.http.post(
         "/api/cameras",
@@ -210,20 +223,20 @@ def test_a_camera_that_never_connects_is_removed_at_once(
     assert removed.status_code == 200
     assert removed.json()["removed_in_s"] < 5  # not the 10 s open timeout, not forever
     assert list(control.cameras()) == ["synthetic"]
-    code, err = _stop(process)
+    code, err = control.stop()
     assert code == 130
     assert "SECRET_PW" not in err
 
 
 def test_the_control_api_wants_a_token_off_loopback_and_when_given(
-    web_run: Callable[..., tuple[subprocess.Popen[str], Control]],
+    web_run: Callable[..., Control],
 ) -> None:
     open_bind = run_cli("run", LIVE, "--web", f"0.0.0.0:{free_port()}")
     assert open_bind.returncode == 2
     assert "--web-token" in open_bind.stderr
 
     env = {**os.environ, "STREAMER_WEB_TOKEN": "s3cret-token"}
-    process, control = web_run(LIVE, token="s3cret-token", env=env)
+    control = web_run(LIVE, token="s3cret-token", env=env)
     anonymous = httpx.get(f"{control.url}/api/cameras", timeout=10)
     assert anonymous.status_code == 401
     wrong = httpx.get(
@@ -234,11 +247,11 @@ def test_the_control_api_wants_a_token_off_loopback_and_when_given(
     assert wrong.status_code == 401
     assert httpx.get(f"{control.url}/health", timeout=10).status_code == 200
     assert list(control.cameras()) == ["synthetic"]
-    assert _stop(process, signal.SIGTERM)[0] == 143
+    assert control.stop(signal.SIGTERM)[0] == 143
 
 
 def test_sighup_applies_the_config_difference_and_leaves_the_rest_alone(
-    web_run: Callable[..., tuple[subprocess.Popen[str], Control]], tmp_path: Path
+    web_run: Callable[..., Control], tmp_path: Path
 ) -> None:
     config = tmp_path / "cameras.yaml"
     config.write_text(
@@ -247,7 +260,7 @@ def test_sighup_applies_the_config_difference_and_leaves_the_rest_alone(
         f"  - {{name: keep, source: '{LIVE}'}}\n"
         f"  - {{name: drop, source: '{LIVE}&seed=1'}}\n"
     )
-    process, control = web_run("--config", str(config))
+    control = web_run("--config", str(config))
     assert set(control.cameras()) == {"keep", "drop"}
     wait_for(lambda: control.ok("keep") > 0, what="results")
     frames_before = control.stats("keep")["frames"]
@@ -257,12 +270,16 @@ def test_sighup_applies_the_config_difference_and_leaves_the_rest_alone(
         f"  - {{name: keep, source: '{LIVE}'}}\n"
         f"  - {{name: new, source: '{LIVE}&seed=2', weight: 2}}\n"
     )
-    process.send_signal(signal.SIGHUP)
+    control.process.send_signal(signal.SIGHUP)
     wait_for(lambda: set(control.cameras()) == {"keep", "new"}, what="the config applied")
     assert control.stats("keep")["frames"] >= frames_before  # not restarted
     assert control.cameras()["new"]["weight"] == 2
     wait_for(lambda: control.ok("new") > 0, what="the new camera's results")
-    code, err = _stop(process)
+    config.write_text("cameras: [{name: keep, source: 12: not yaml")
+    control.process.send_signal(signal.SIGHUP)  # a broken config: said, and nothing changes
+    wait_for(lambda: control.said("config not applied"), what="the broken config refused")
+    assert set(control.cameras()) == {"keep", "new"}
+    code, err = control.stop()
     assert code == 130
     assert set(control_names(err)) == {"keep", "new", "drop"}  # drop: when it was removed
 
