@@ -527,15 +527,17 @@ class Fleet:
         self._checked_targets: set[tuple[str, str, str]] = set()
         self._shared_lines: dict[str, SharedLines] = {}
         self._videos: dict[str, str] = {}  # resolved video path -> camera writing it
+        self._inputs: dict[str, list[Path]] = {}  # files each camera reads
+        self._written: set[str] = set()  # every output path a camera of this fleet took
         self._server: contextlib.ExitStack | None = None
         self._server_url: str | None = None
         self._closing = threading.Event()
         self._changed = threading.Condition(self._lock)
         self._received: int | None = None
+        # started with the first camera: a fleet made and never used holds no thread
         self._settler = threading.Thread(
             target=self._settle_loop, name="streamer-fleet", daemon=True
         )
-        self._settler.start()
 
     # -- adding --------------------------------------------------------------------------------
 
@@ -566,6 +568,8 @@ class Fleet:
             self._reserved.discard(name)
             self._cameras[name] = camera
             self._changed.notify_all()
+            if self._settler.ident is None:
+                self._settler.start()
         camera.pipeline.start()
         log.info("camera %s started (%s)", name, source.source_id)
         return camera
@@ -586,11 +590,7 @@ class Fleet:
             return name
 
     def _build(self, name: str, config: RunConfig, source: Source) -> Camera:
-        video = _expand(config.outputs.output, name)
-        jsonl = _expand(config.outputs.jsonl, name)
-        shared_jsonl = self._shares(config.outputs.jsonl)
-        check_outputs(_inputs(source, self.config_path), {"--output": video, "--jsonl": jsonl})
-        self._check_shared_paths(name, video, jsonl)
+        video, jsonl, shared_jsonl, inputs = self._output_paths(name, config, source)
         if config.outputs.webhook:
             check_webhook_url(config.outputs.webhook)
         if config.outputs.show and (problem := display_problem()) is not None:
@@ -647,9 +647,13 @@ class Fleet:
             outputs.release()
             client.close()
             raise
-        if video:
-            with self._lock:
+        with self._lock:
+            if video:
                 self._videos[str(Path(video).resolve())] = name
+            self._inputs[name] = inputs
+            self._written.update(
+                str(Path(p).resolve()) for p in (video, jsonl) if p and p != STDOUT
+            )
         return Camera(
             name,
             config,
@@ -660,6 +664,37 @@ class Fleet:
             pipeline=pipeline,
             total=total_frames(source),
         )
+
+    def _output_paths(
+        self, name: str, config: RunConfig, source: Source
+    ) -> tuple[str | None, str | None, bool, list[Path]]:
+        """The camera's video and records paths (templates filled in), whether the
+        records go to the fleet's shared file, and the files it reads; ``ConfigError``
+        when an output would write over any camera's input or another's video."""
+        shared_jsonl = self._shares(config.outputs.jsonl)
+        video = self._unused(_expand(config.outputs.output, name))
+        jsonl = _expand(config.outputs.jsonl, name)
+        if not shared_jsonl:
+            jsonl = self._unused(jsonl)
+        inputs = _inputs(source, self.config_path)
+        with self._lock:
+            others = [path for paths in self._inputs.values() for path in paths]
+        check_outputs([*inputs, *others], {"--output": video, "--jsonl": jsonl})
+        self._check_shared_paths(name, video, jsonl)
+        return video, jsonl, shared_jsonl, inputs
+
+    def _unused(self, path: str | None) -> str | None:
+        """``path``, or ``stem-2.suffix`` (-3 …) when a camera of this fleet wrote it
+        already: a camera removed and added again (a SIGHUP change) keeps its first
+        recording instead of replacing it."""
+        if not path or path == STDOUT:
+            return path
+        candidate, number = Path(path), 2
+        with self._lock:
+            while str(candidate.resolve()) in self._written:
+                candidate = Path(path).with_name(f"{Path(path).stem}-{number}{Path(path).suffix}")
+                number += 1
+        return str(candidate)
 
     def _shares(self, jsonl: str | None) -> bool:
         """Whether the records path is the fleet's one file for every camera, not the
@@ -772,6 +807,7 @@ class Fleet:
         camera.finish()
         with self._lock:
             self._cameras.pop(name, None)
+            self._inputs.pop(name, None)
             self._changed.notify_all()
         self._ended(camera)
         log.info("camera %s removed", name)
@@ -885,7 +921,8 @@ class Fleet:
             if not camera.ended:
                 self._settle(camera)
         self._closing.set()
-        self._settler.join(timeout=5.0)
+        if self._settler.ident is not None:
+            self._settler.join(timeout=5.0)
         keep = (
             all(c.code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM) for c in cameras)
             or self._received is not None

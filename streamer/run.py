@@ -200,7 +200,7 @@ def _drive(run: _Run, progress: bool) -> None:
             break
         if run.reload_asked:
             run.reload()
-            displays = _displays(fleet)
+        displays = _displays(fleet)  # cameras come and go (SIGHUP, the control API)
         for display in displays:
             _pump(display, fleet)
         if progress and time.monotonic() - last_line >= every:

@@ -6,7 +6,8 @@ Routes (JSON)::
     GET    /ready                        every camera that should stream does, and the API
                                          answered each sending camera within 30 s (else 503)
     GET    /api/cameras                  each camera: state, fps, share, last error
-    POST   /api/cameras                  {"name", "source", ...settings}: add one (201)
+    POST   /api/cameras                  {"name", "source", ...settings}: add one (201); output
+                                         paths, URLs and the key come from the run, not here
     DELETE /api/cameras/{name}           stop it from any state, outputs finalized
     POST   /api/cameras/{name}/pause     send nothing more (live: stays connected)
     POST   /api/cameras/{name}/resume
@@ -44,6 +45,9 @@ __all__ = ["ControlServer", "parse_bind", "start_control_server"]
 log = logging.getLogger(__name__)
 
 READY_ANSWER_S = 30.0  # /ready: a sending camera's last answer is at most this old
+# Settings a camera added over HTTP takes from the run, never from the request: they
+# name files to write, URLs to send frames (and the key) to, or a window to open.
+NOT_OVER_HTTP = frozenset({"output", "jsonl", "webhook", "api_url", "api_key", "show"})
 _START_TIMEOUT_S = 10.0
 
 
@@ -141,6 +145,13 @@ class _Api:
         source = entry.pop("source", None)
         if not isinstance(source, str):
             return _error(400, "source is required (a file, a camera, a URL or synthetic:)")
+        refused = sorted(NOT_OVER_HTTP & set(entry))
+        if refused:
+            return _error(
+                400,
+                f"{', '.join(refused)} cannot be set over HTTP: a camera added here writes "
+                "and sends where the run's settings say (its {camera} paths)",
+            )
         try:
             camera = self.fleet.add(name, source, **entry)
         except ConfigError as exc:

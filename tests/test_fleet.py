@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from streamer.errors import ConfigError
 from streamer.fleet import Fleet
 from streamer.server import FaultConfig, ServerThread
 from tests.helpers import ServerFactory, decode, free_port, records, run_cli, start_cli, wait_for
@@ -172,6 +173,12 @@ def test_control_api_adds_pauses_resumes_and_removes_cameras(
     assert bad.status_code == 400
     assert "max_fps" in bad.json()["error"]
     assert control.http.delete("/api/cameras/nobody").status_code == 404
+    # files to write and URLs to send to come from the run, never from a request
+    for key, value in (("output", "/tmp/x.mp4"), ("webhook", "http://127.0.0.1:1/"),
+                       ("api_url", "http://127.0.0.1:1/")):  # fmt: skip
+        refused = control.http.post("/api/cameras", json={"source": LIVE, key: value})
+        assert refused.status_code == 400
+        assert key in refused.json()["error"]
     assert set(control.cameras()) == {"synthetic", "cam2"}
 
     paused = control.http.post("/api/cameras/cam2/pause")
@@ -314,7 +321,8 @@ def test_a_camera_removed_while_its_request_is_in_flight_leaves_nothing_behind(
 def test_cameras_of_one_key_share_its_budget_and_each_paces_to_its_share(
     start_server: ServerFactory,
 ) -> None:
-    server = start_server(FaultConfig(latency_ms=50))
+    # the server answers 429 past 12 requests/s: the three cameras together stay below
+    server = start_server(FaultConfig(latency_ms=50, rate_limit=12, burst=12))
     with Fleet({"api_url": server.url, "model": "shapes/1", "rate_limit": 12}) as fleet:
         for name in ("a", "b", "c"):
             fleet.add(name, LIVE)
@@ -327,7 +335,9 @@ def test_cameras_of_one_key_share_its_budget_and_each_paces_to_its_share(
         budget = next(iter(fleet.status().budgets.values()))
         assert set(budget.shares) == {"a", "b", "c"}
         assert sum(budget.shares.values()) == pytest.approx(12, rel=0.05)
-        counts = Counter({n: fleet.status().cameras[n].ok for n in ("a", "b", "c")})
+        statuses = fleet.status().cameras
+        assert sum(statuses[n].rate_limited for n in ("a", "b", "c")) == 0
+        counts = Counter({n: statuses[n].ok for n in ("a", "b", "c")})
         # equal weights: no camera got far more than another (the budget, not the race)
         assert max(counts.values()) <= 1.5 * min(counts.values())
 
@@ -379,3 +389,25 @@ def test_fleet_records_name_their_camera_and_run(tmp_path: Path, server: ServerT
     assert Counter(line["camera"] for line in lines) == {"x": 30, "y": 30}
     assert {line["run_id"] for line in lines} == {fleet.run_id}
     assert Counter(camera for camera, _ in seen) == {"x": 30, "y": 30}
+
+
+def test_a_camera_added_again_keeps_its_first_outputs_and_inputs_are_safe(
+    tmp_path: Path, server: ServerThread, make_clip: Callable[..., Path]
+) -> None:
+    short = "synthetic:?size=160x120&seconds=1"
+    with Fleet(
+        {"api_url": server.url, "model": "shapes/1", "jsonl": str(tmp_path / "{camera}.jsonl")}
+    ) as fleet:
+        fleet.add("x", short)
+        assert fleet.wait(timeout=60)
+        fleet.remove("x")
+        fleet.add("x", short + "&seed=5")  # a SIGHUP change restarts a camera like this
+        assert fleet.wait(timeout=60)
+        clip = make_clip(1, width=160, height=120, fps=15)
+        # an output over another camera's input is refused, naming it
+        fleet.add("reader", str(clip))
+        with pytest.raises(ConfigError, match="write over the input"):
+            fleet.add(clip.stem, short, jsonl=str(clip))
+        assert fleet.wait(timeout=60)
+    assert len(records(tmp_path / "x.jsonl")) == 30  # the first run of x, kept
+    assert len(records(tmp_path / "x-2.jsonl")) == 30
