@@ -278,6 +278,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip", nargs="*", default=[], choices=["budget", "churn", "density"])
+    parser.add_argument("--density", nargs="*", type=int, help="camera counts to try (1 4 8 12 16)")
     args = parser.parse_args()
     tune_threads()
     quick = args.quick
@@ -331,7 +332,8 @@ def main() -> None:
             f"{churn['rss_after_mb']:.0f} MB | +20 MB at most |"
         )
     if "density" not in args.skip and WALKING.exists():
-        rows = bench_density([1, 2] if quick else [1, 4, 8, 12, 16], 1 if quick else 3)
+        counts = args.density or ([1, 2] if quick else [1, 4, 8, 12, 16])
+        rows = bench_density(counts, 1 if quick else 3)
         results["density"] = rows
         print(
             "\n### Density: 720p 25 fps files played live, 5 inference fps each, API 200 ms (median of rounds)\n"
