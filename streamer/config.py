@@ -525,7 +525,7 @@ def camera_config(
     wide = sorted(RUN_WIDE & set(own))
     if wide:
         raise ConfigError(f"{wide[0]} is a setting of the whole run, not of a camera{where}")
-    return RunConfig.from_flat({**base, **_checked(own, where)})
+    return RunConfig.from_flat(_checked({**base, **own}, where))
 
 
 def _relative_to(folder: Path, source: str) -> str:

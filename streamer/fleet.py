@@ -34,261 +34,57 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import supervision as sv
 
-from streamer._av import av
 from streamer.budget import Budgets, BudgetStatus
+from streamer.camera import (
+    Camera,
+    Outputs,
+    inputs_of,
+    pipeline_settings,
+    preflight,
+    rate_limit,
+    target_for,
+    total_frames,
+)
 from streamer.capture import StateEvent
-from streamer.client import DEFAULT_API_URL, RoboflowClient, Target, resolve_api_key
+from streamer.client import DEFAULT_API_URL, RoboflowClient, resolve_api_key
 from streamer.config import RUN_WIDE, RunConfig, camera_config
 from streamer.errors import (
     ConfigError,
-    ConnectionFailed,
-    InferenceError,
-    InferenceTimeout,
-    QuotaExhausted,
-    RateLimited,
-    ServerError,
     SinkError,
-    StreamerError,
     redact,
 )
 from streamer.exits import (
-    EXIT_API,
     EXIT_OK,
     EXIT_OUTPUT,
     EXIT_SIGINT,
     EXIT_SIGTERM,
-    exit_code,
     worst,
 )
 from streamer.outputs import STDOUT, OutputFile, check_outputs
-from streamer.pipeline import Pipeline, PipelineSettings, PipelineStatus, camera_name, new_run_id
-from streamer.render import RenderConfig
-from streamer.sampler import SamplerConfig
-from streamer.sender import SenderConfig
+from streamer.pipeline import Pipeline, PipelineStatus, camera_name, new_run_id
 from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
 from streamer.sinks.base import DropPolicy, Output, SinkWorker
 from streamer.sinks.display import display_problem
 from streamer.sinks.webhook import check_webhook_url
-from streamer.sources import PyAVSource, Source, SyntheticSource, Timeouts, open_source
+from streamer.sources import Source, SyntheticSource, Timeouts, open_source
 from streamer.transport import SharedTransport
 
 __all__ = ["Camera", "CameraInfo", "Fleet", "FleetStatus"]
 
 log = logging.getLogger(__name__)
 
-ROBOFLOW_RATE_LIMIT = 20.0  # requests/s per key before the serverless API answers 429
 CAMERA_TEMPLATE = "{camera}"
 _SETTLE_POLL_S = 0.1
 
 Prediction = Callable[[str, Output, sv.Detections], None]
 StatusChange = Callable[[str, StateEvent], None]
-
-
-# -- one camera's pieces ----------------------------------------------------------------------
-
-
-def target_for(config: RunConfig, api_url: str, default_model: str) -> Target:
-    options = {
-        "confidence": config.target.confidence,
-        "overlap": config.target.overlap,
-        "max_side": config.target.max_side,
-        "jpeg_quality": config.target.jpeg_quality,
-    }
-    if config.target.workflow:
-        workspace, workflow_id = config.target.workflow.split("/")
-        return Target.workflow(
-            workspace,
-            workflow_id,
-            api_url=api_url,
-            output_name=config.target.workflow_output,
-            **options,
-        )
-    return Target.model(config.target.model or default_model, api_url=api_url, **options)
-
-
-def rate_limit(config: RunConfig, target: Target) -> float | None:
-    """The cap asked for; by default Roboflow's stated 20/s on its own hosts, none elsewhere."""
-    if config.sender.rate_limit is not None:
-        return config.sender.rate_limit
-    return ROBOFLOW_RATE_LIMIT if target.host.endswith("roboflow.com") else None
-
-
-def preflight(client: RoboflowClient, *, max_retry_wait: float, attempts: int = 3) -> None:
-    """A small request before the run: a wrong key, model or URL fails here, in one line.
-
-    Transient answers (5xx, 429) are retried a few times: one bad answer at start-up
-    is no reason to refuse a long run. A 429 asking to wait past ``max_retry_wait``
-    is no transient answer: the quota is spent.
-    """
-    probe = np.full((64, 64, 3), 40, dtype=np.uint8)
-    for attempt in range(1, attempts + 1):
-        try:
-            client.infer(probe, timeout=min(client.timeout, 15.0))
-            return
-        except RateLimited as exc:
-            if exc.retry_after is not None and exc.retry_after > max_retry_wait:
-                raise QuotaExhausted(
-                    f"the API asked to wait {exc.retry_after:.0f} s before the next request "
-                    f"(Retry-After), more than the {max_retry_wait:g} s allowed "
-                    "(--max-retry-wait): its quota looks spent",
-                    retry_after=exc.retry_after,
-                ) from exc
-            if attempt == attempts:
-                raise ServerError(
-                    f"the API cannot serve {client.target.name}: {exc}", status=exc.status
-                ) from exc
-            time.sleep(min(max_retry_wait, max(0.2 * attempt, exc.retry_after or 0.0)))
-        except ServerError as exc:
-            if attempt == attempts:
-                raise ServerError(
-                    f"the API cannot serve {client.target.name}: {exc}", status=exc.status
-                ) from exc
-            time.sleep(0.2 * attempt)
-        except (ConnectionFailed, InferenceTimeout) as exc:
-            raise type(exc)(f"{exc} (is the API URL right and the server up?)") from exc
-
-
-def pipeline_settings(config: RunConfig, live: bool, target: Target) -> PipelineSettings:
-    return PipelineSettings(
-        live=live,
-        sampler=SamplerConfig(
-            live=live,
-            max_fps=config.sampler.max_fps,
-            stride=config.sampler.every,
-            motion_threshold=config.sampler.motion_threshold,
-        ),
-        sender=SenderConfig(
-            max_in_flight=config.sender.max_in_flight,
-            request_timeout=config.sender.request_timeout,
-            deadline=config.sender.deadline if live else None,
-            max_retries=config.sender.max_retries,
-            rate_limit=rate_limit(config, target),
-            max_retry_wait=config.sender.max_retry_wait,
-            outage_wait=config.sender.max_retry_wait,
-        ),
-        stall_timeout=config.capture.stall_timeout,
-        connect_timeout=None
-        if config.capture.reconnect == "forever"
-        else config.capture.connect_timeout,
-        render=RenderConfig(hud=config.outputs.hud),
-        weight=config.sampler.weight,
-        min_fps=config.sampler.min_fps,
-    )
-
-
-def total_frames(source: Source) -> int | None:
-    """Frames a recorded source holds, when its container says (for progress)."""
-    if isinstance(source, SyntheticSource):
-        return None if source.seconds is None else round(source.seconds * source.scene.fps)
-    path = getattr(source, "uri", None)
-    if source.is_live or not isinstance(path, str):
-        return None
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            if stream.frames:
-                return int(stream.frames)
-            if stream.duration and stream.time_base and stream.average_rate:
-                return round(float(stream.duration * stream.time_base * stream.average_rate))
-    except (av.FFmpegError, OSError, IndexError):
-        return None
-    return None
-
-
-def _inputs(source: Source, config_path: Path | None) -> list[Path]:
-    """Files the camera reads, which no output may overwrite."""
-    inputs = [config_path] if config_path is not None else []
-    if isinstance(source, PyAVSource) and not source.is_live and "://" not in source.uri:
-        inputs.append(Path(source.uri))
-    return inputs
-
-
-def _short(error: BaseException) -> str:
-    text = str(error)
-    return text.split(": ", 1)[-1] if text.startswith("cannot ") else text
-
-
-@dataclass
-class _Outputs:
-    """One camera's output files: claimed before it starts, settled after it ends."""
-
-    video: OutputFile | None = None
-    jsonl: OutputFile | None = None
-    sinks: dict[str, Sink] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what became of each, for the summary
-
-    def claim(self, video: str | None, jsonl: str | None) -> None:
-        if video:
-            self.video = OutputFile.claim(video)
-        if jsonl and jsonl != STDOUT:
-            try:
-                self.jsonl = OutputFile.claim(jsonl)
-            except StreamerError:
-                self.release()
-                raise
-
-    def settle(self, keep: bool, errors: dict[str, SinkError], unfinished: set[str]) -> None:
-        """``keep``: the camera ended as asked (done, removed or stopped by a signal). A
-        sink still writing (``unfinished``) keeps its temporary file where it is: moving
-        it now would let the rename race the last writes."""
-        for name in sorted(unfinished):
-            claim = self.video if name == "video" else self.jsonl if name == "jsonl" else None
-            if claim is not None:
-                self.notes.append(f"{name}: not finished in time (left in {claim.temp})")
-                claim.release()
-                if name == "video":
-                    self.video = None
-                else:
-                    self.jsonl = None
-        if self.video is not None:
-            video, self.video = self.video, None
-            if "video" in errors:
-                video.discard()  # an unfinished MP4 cannot be played
-                self.notes.append(f"video: not written ({_short(errors['video'])})")
-            elif keep:
-                done = video.commit()
-                self.notes.append(f"video: {done}" if done else "video: not written (no frames)")
-            else:
-                kept = video.keep_partial()
-                if kept:
-                    self.notes.append(f"video: partial, kept as {kept} ({video.target} untouched)")
-        if self.jsonl is not None:
-            jsonl, self.jsonl = self.jsonl, None
-            if "jsonl" in errors or not keep:
-                kept = jsonl.keep_partial()
-                why = f" after: {_short(errors['jsonl'])}" if "jsonl" in errors else ""
-                if kept:
-                    self.notes.append(
-                        f"records: partial, kept as {kept} ({jsonl.target} untouched){why}"
-                    )
-                else:
-                    self.notes.append(f"records: not written{why}")
-            else:
-                done = jsonl.commit()
-                self.notes.append(f"records: {done}")
-        elif "jsonl" in errors:
-            self.notes.append(f"records: stopped ({_short(errors['jsonl'])})")
-        webhook = self.sinks.get("webhook")
-        if isinstance(webhook, WebhookSink):
-            note = f"webhook: {webhook.posted} records posted"
-            if webhook.undelivered:
-                note += f", {webhook.undelivered} not delivered"
-            self.notes.append(note)
-
-    def release(self) -> None:
-        """After an error before or during the run: keep whatever was written, aside."""
-        for claim in (self.video, self.jsonl):
-            if claim is not None:
-                claim.keep_partial()
-        self.video = self.jsonl = None
 
 
 class SharedLines:
@@ -363,120 +159,6 @@ class FleetStatus:
     budgets: dict[str, BudgetStatus]  # by host
 
 
-class Camera:
-    """One camera of a fleet: its settings, source, client, outputs and pipeline."""
-
-    def __init__(
-        self,
-        name: str,
-        config: RunConfig,
-        *,
-        source: Source,
-        live: bool,
-        client: RoboflowClient,
-        outputs: _Outputs,
-        pipeline: Pipeline,
-        total: int | None,
-    ) -> None:
-        self.name = name
-        self.config = config
-        self.source = source
-        self.live = live
-        self.client = client
-        self.outputs = outputs
-        self.pipeline = pipeline
-        self.total = total
-        self.started = time.monotonic()
-        self.ended_at: float | None = None
-        self.code: int | None = None
-        self.error: StreamerError | None = None
-        self.removed = False
-        self._lock = threading.Lock()
-
-    @property
-    def ended(self) -> bool:
-        return self.code is not None
-
-    @property
-    def display(self) -> DisplaySink | None:
-        sink = self.outputs.sinks.get("display")
-        return sink if isinstance(sink, DisplaySink) else None
-
-    def state(self) -> str:
-        if self.code is not None:
-            if self.removed:
-                return "removed"
-            if self.code in (EXIT_SIGINT, EXIT_SIGTERM):
-                return "stopped"
-            return "done" if self.code == EXIT_OK else "failed"
-        if self.pipeline.paused:
-            return "paused"
-        return self.pipeline.capture.metrics().state
-
-    def finish(self, received: int | None = None) -> None:
-        """Close the pipeline and settle the outputs (any thread; once)."""
-        with self._lock:
-            if self.code is not None:
-                return
-            self.pipeline.close()
-            code, error = self._outcome(received)
-            # outputs that did not fail themselves are whole after a stop or when another
-            # output failed
-            self.outputs.settle(
-                code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM),
-                self.pipeline.sink_errors,
-                self.pipeline.unfinished_sinks,
-            )
-            self.client.close()
-            self.error = error
-            self.ended_at = time.monotonic()
-            self.code = code
-
-    def _outcome(self, received: int | None) -> tuple[int, StreamerError | None]:
-        pipeline = self.pipeline
-        if received is not None:
-            return (EXIT_SIGINT if received == signal.SIGINT else EXIT_SIGTERM), None
-        if self.removed:
-            return EXIT_OK, None
-        if pipeline.error is not None:
-            return exit_code(pipeline.error), pipeline.error
-        failure = self._failure_error()
-        if failure is not None:
-            return EXIT_API, failure
-        if pipeline.sink_errors:
-            names = ", ".join(sorted(pipeline.sink_errors))
-            return EXIT_OUTPUT, SinkError(f"an output failed ({names}); see above")
-        return EXIT_OK, None
-
-    def _failure_error(self) -> InferenceError | None:
-        """An API failure that fails the camera: every frame sent failed, or more than
-        ``max_failed`` of them."""
-        sender = self.pipeline.pool.metrics()
-        sent = sender.ok + sender.failed + sender.stale
-        if not sender.failed or not sent:
-            return None
-        reasons = self.pipeline.failure_reasons.most_common(1)
-        why = f"; most often: {reasons[0][0]} ({reasons[0][1]}x)" if reasons else ""
-        if sender.ok == 0 and sender.failed + sender.stale == sent:
-            return InferenceError(f"every one of the {sent} frames sent failed{why}")
-        if sender.failed / sent > self.config.sender.max_failed:
-            return InferenceError(
-                f"{sender.failed} of the {sent} frames sent failed, more than --max-failed "
-                f"{self.config.sender.max_failed:g} allows{why}"
-            )
-        return None
-
-    def summary(self) -> str:
-        status = self.pipeline.status()
-        elapsed = (self.ended_at or time.monotonic()) - self.started
-        notes = "".join(f"; {note}" for note in self.outputs.notes)
-        return (
-            f"{status.outputs} frames out ({status.ok} inferred, "
-            f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
-            f"in {elapsed:.1f} s{notes}"
-        )
-
-
 class Fleet:
     """Cameras that share one process, one budget per API key, one connection pool per
     API URL; the object the CLI, the ``--web`` API and SIGHUP all drive.
@@ -526,9 +208,8 @@ class Fleet:
         self._transports: dict[str, SharedTransport] = {}
         self._checked_targets: set[tuple[str, str, str]] = set()
         self._shared_lines: dict[str, SharedLines] = {}
-        self._videos: dict[str, str] = {}  # resolved video path -> camera writing it
         self._inputs: dict[str, list[Path]] = {}  # files each camera reads
-        self._written: set[str] = set()  # every output path a camera of this fleet took
+        self._written: dict[str, str] = {}  # resolved output path -> the camera it is for
         self._server: contextlib.ExitStack | None = None
         self._server_url: str | None = None
         self._closing = threading.Event()
@@ -558,11 +239,14 @@ class Fleet:
             config.source, timeouts=Timeouts(open=10.0, read=config.capture.stall_timeout)
         )
         name = self._reserve_name(config.name, source.source_id)
+        claimed: list[str] = []  # output paths taken for it, given back if it fails
         try:
-            camera = self._build(name, config, source)
+            camera = self._build(name, config, source, claimed)
         except BaseException:
             with self._lock:
                 self._reserved.discard(name)
+                for key in claimed:
+                    self._written.pop(key, None)
             raise
         with self._lock:
             self._reserved.discard(name)
@@ -589,8 +273,8 @@ class Fleet:
             self._reserved.add(name)
             return name
 
-    def _build(self, name: str, config: RunConfig, source: Source) -> Camera:
-        video, jsonl, shared_jsonl, inputs = self._output_paths(name, config, source)
+    def _build(self, name: str, config: RunConfig, source: Source, claimed: list[str]) -> Camera:
+        video, jsonl, shared_jsonl, inputs = self._output_paths(name, config, source, claimed)
         if config.outputs.webhook:
             check_webhook_url(config.outputs.webhook)
         if config.outputs.show and (problem := display_problem()) is not None:
@@ -617,7 +301,7 @@ class Fleet:
             transport=self._transport(target.api_url),
             key_transport=config.target.api_key_transport,
         )
-        outputs = _Outputs()
+        outputs = Outputs()
         try:
             checked = (target.api_url, target.name, client.api_key_fingerprint)
             with self._lock:
@@ -648,12 +332,7 @@ class Fleet:
             client.close()
             raise
         with self._lock:
-            if video:
-                self._videos[str(Path(video).resolve())] = name
             self._inputs[name] = inputs
-            self._written.update(
-                str(Path(p).resolve()) for p in (video, jsonl) if p and p != STDOUT
-            )
         return Camera(
             name,
             config,
@@ -666,34 +345,44 @@ class Fleet:
         )
 
     def _output_paths(
-        self, name: str, config: RunConfig, source: Source
+        self, name: str, config: RunConfig, source: Source, claimed: list[str]
     ) -> tuple[str | None, str | None, bool, list[Path]]:
         """The camera's video and records paths (templates filled in), whether the
         records go to the fleet's shared file, and the files it reads; ``ConfigError``
         when an output would write over any camera's input or another's video."""
         shared_jsonl = self._shares(config.outputs.jsonl)
-        video = self._unused(_expand(config.outputs.output, name))
+        video = self._unused(_expand(config.outputs.output, name), name, "--output", claimed)
         jsonl = _expand(config.outputs.jsonl, name)
         if not shared_jsonl:
-            jsonl = self._unused(jsonl)
-        inputs = _inputs(source, self.config_path)
+            jsonl = self._unused(jsonl, name, "--jsonl", claimed)
+        inputs = inputs_of(source, self.config_path)
         with self._lock:
             others = [path for paths in self._inputs.values() for path in paths]
         check_outputs([*inputs, *others], {"--output": video, "--jsonl": jsonl})
-        self._check_shared_paths(name, video, jsonl)
         return video, jsonl, shared_jsonl, inputs
 
-    def _unused(self, path: str | None) -> str | None:
-        """``path``, or ``stem-2.suffix`` (-3 …) when a camera of this fleet wrote it
-        already: a camera removed and added again (a SIGHUP change) keeps its first
-        recording instead of replacing it."""
+    def _unused(self, path: str | None, name: str, flag: str, claimed: list[str]) -> str | None:
+        """``path`` for camera ``name``: ``ConfigError`` when another camera of this fleet
+        took it (a path without ``{camera}``); ``stem-2.suffix`` (-3 …) when ``name``
+        itself wrote it already, so that a camera removed and added again (a SIGHUP
+        change) keeps its first recording instead of replacing it."""
         if not path or path == STDOUT:
             return path
         candidate, number = Path(path), 2
         with self._lock:
-            while str(candidate.resolve()) in self._written:
+            while (owner := self._written.get(str(candidate.resolve()))) is not None:
+                if str(candidate.resolve()) in claimed:
+                    return str(candidate)  # both its outputs on one path: check_outputs says so
+                if owner != name:
+                    raise ConfigError(
+                        f"{flag} {path} is camera {owner!r}'s already: put {CAMERA_TEMPLATE} "
+                        f"in the path (out/{CAMERA_TEMPLATE}{Path(path).suffix})"
+                    )
                 candidate = Path(path).with_name(f"{Path(path).stem}-{number}{Path(path).suffix}")
                 number += 1
+            key = str(candidate.resolve())
+            self._written[key] = name  # taken now: a camera added meanwhile sees it
+            claimed.append(key)
         return str(candidate)
 
     def _shares(self, jsonl: str | None) -> bool:
@@ -701,22 +390,12 @@ class Fleet:
         camera's own (``{camera}`` in the path)."""
         return bool(jsonl) and self.share_outputs and CAMERA_TEMPLATE not in (jsonl or "")
 
-    def _check_shared_paths(self, name: str, video: str | None, jsonl: str | None) -> None:
-        with self._lock:
-            if video:
-                owner = self._videos.get(str(Path(video).resolve()))
-                if owner is not None and owner in self._cameras and not self._cameras[owner].ended:
-                    raise ConfigError(
-                        f"--output {video} is written by camera {owner!r} already: put "
-                        f"{CAMERA_TEMPLATE} in the path (out/{CAMERA_TEMPLATE}.mp4)"
-                    )
-
     def _sinks(
         self,
         name: str,
         config: RunConfig,
         live: bool,
-        outputs: _Outputs,
+        outputs: Outputs,
         jsonl: str | None,
         *,
         shared_jsonl: bool,

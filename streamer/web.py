@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
-import threading
 import time
 from typing import Any
 
@@ -211,60 +210,22 @@ class ControlServer:
     """The control API on thread ``streamer-web``, listening before ``start`` returns."""
 
     def __init__(self, fleet: Fleet, host: str, port: int, token: str | None) -> None:
-        import uvicorn
-
-        from streamer.redaction import install_log_redaction
-        from streamer.server.runner import bind_socket, is_loopback
+        from streamer.server.runner import UvicornThread, is_loopback
 
         if not is_loopback(host) and not token:
             raise ConfigError(
                 f"--web {host} is reachable from other machines: give --web-token "
                 "(or $STREAMER_WEB_TOKEN), or bind 127.0.0.1"
             )
-        self._socket = bind_socket(host, port)
-        self.host = host
-        self.port: int = self._socket.getsockname()[1]
-        install_log_redaction("uvicorn.access", "uvicorn.error")
-        config = uvicorn.Config(
-            create_app(fleet, token),
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="streamer-web", daemon=True)
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def _run(self) -> None:
-        try:
-            self._server.run(sockets=[self._socket])
-        except BaseException as exc:
-            self._error = exc
-            log.exception("control API failed")
+        self._thread = UvicornThread(create_app(fleet, token), host, port, name="streamer-web")
+        self.url = self._thread.url
 
     def start(self) -> ControlServer:
         self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not self._server.started:
-            if self._error is not None or not self._thread.is_alive():
-                raise StreamerError(f"the control API failed to start: {self._error}")
-            if time.monotonic() > deadline:
-                raise StreamerError("the control API did not start within 10 s")
-            time.sleep(0.01)
         return self
 
     def close(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(5.0)
-        if self._thread.is_alive():
-            log.warning("the control API did not stop within 5 s")
-        self._socket.close()
+        self._thread.stop()
 
 
 def start_control_server(fleet: Fleet, bind: str, token: str | None) -> ControlServer:

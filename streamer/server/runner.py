@@ -14,13 +14,21 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 from streamer.errors import ConfigError, StreamerError
 from streamer.redaction import install_log_redaction
 from streamer.server.app import InferenceService, ServerConfig, create_app
 from streamer.server.models import ModelRegistry
 
-__all__ = ["ServerProcess", "ServerThread", "bind_socket", "is_loopback", "serve"]
+__all__ = [
+    "ServerProcess",
+    "ServerThread",
+    "UvicornThread",
+    "bind_socket",
+    "is_loopback",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +64,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_server(
-    config: ServerConfig, registry: ModelRegistry | None, access_log: bool
-) -> tuple[object, InferenceService]:
+def _uvicorn(app: Any, *, access_log: bool = False) -> Any:
+    """uvicorn serving ``app``: no lifespan, no log config of its own, keys masked."""
     import uvicorn
 
-    app = create_app(config, registry)
     install_log_redaction("uvicorn.access", "uvicorn.error")
-    uv_config = uvicorn.Config(
+    config = uvicorn.Config(
         app,
         lifespan="off",
         access_log=access_log,
@@ -71,7 +77,54 @@ def _uvicorn_server(
         timeout_graceful_shutdown=1,
         timeout_keep_alive=30,
     )
-    return uvicorn.Server(uv_config), app.state.service
+    return uvicorn.Server(config)
+
+
+class UvicornThread:
+    """An ASGI app served by uvicorn on a named background thread, from a socket bound
+    here (so the port is known, and taken, before ``start``). ``name`` may hold
+    ``{port}``."""
+
+    def __init__(
+        self, app: Any, host: str, port: int, *, name: str, access_log: bool = False
+    ) -> None:
+        self._socket = bind_socket(host, port)
+        self.host = host
+        self.port: int = self._socket.getsockname()[1]
+        self._server = _uvicorn(app, access_log=access_log)
+        self._thread = threading.Thread(
+            target=self._run, name=name.format(port=self.port), daemon=True
+        )
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:  # reported by start(), the thread must not die silently
+            self._error = exc
+            log.exception("%s failed", self._thread.name)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if self._error is not None or not self._thread.is_alive():
+                raise StreamerError(f"{self._thread.name} failed to start: {self._error}")
+            if time.monotonic() > deadline:
+                raise StreamerError(f"{self._thread.name} did not start within 10 s")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(_STOP_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning("%s did not stop within %.0f s", self._thread.name, _STOP_TIMEOUT_S)
+        self._socket.close()
 
 
 class ServerThread:
@@ -85,47 +138,28 @@ class ServerThread:
         access_log: bool = False,
     ) -> None:
         self.config = config or ServerConfig(port=0)
-        self._socket = bind_socket(self.config.host, self.config.port)
-        self.port: int = self._socket.getsockname()[1]
-        server, service = _uvicorn_server(self.config, registry, access_log)
-        self._server = server
-        self.service = service
-        self._thread = threading.Thread(
-            target=self._run, name=f"streamer-server-{self.port}", daemon=True
+        app = create_app(self.config, registry)
+        self.service: InferenceService = app.state.service
+        self._thread = UvicornThread(
+            app,
+            self.config.host,
+            self.config.port,
+            name="streamer-server-{port}",
+            access_log=access_log,
         )
-        self._error: BaseException | None = None
+        self.port = self._thread.port
 
     @property
     def url(self) -> str:
-        host = self.config.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
-
-    def _run(self) -> None:
-        try:
-            self._server.run(sockets=[self._socket])  # type: ignore[attr-defined]
-        except BaseException as exc:  # reported by start()/stop(), thread must not die silently
-            self._error = exc
-            log.exception("server thread failed")
+        return self._thread.url
 
     def start(self) -> ServerThread:
         self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not self._server.started:  # type: ignore[attr-defined]
-            if self._error is not None or not self._thread.is_alive():
-                raise StreamerError(f"local server failed to start: {self._error}")
-            if time.monotonic() > deadline:
-                raise StreamerError("local server did not start within 10 s")
-            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
         self.service.close()
-        self._server.should_exit = True  # type: ignore[attr-defined]
-        self._thread.join(_STOP_TIMEOUT_S)
-        if self._thread.is_alive():
-            log.warning("server thread did not stop within %.0f s", _STOP_TIMEOUT_S)
-        self._socket.close()
+        self._thread.stop()
 
     def __enter__(self) -> ServerThread:
         return self.start()
@@ -143,9 +177,10 @@ def serve(config: ServerConfig, *, access_log: bool = False) -> None:
     """Serve in the foreground until SIGINT/SIGTERM."""
     sock = bind_socket(config.host, config.port)
     log.info("serving on http://%s:%d", config.host, sock.getsockname()[1])
-    server, service = _uvicorn_server(config, None, access_log)
+    app = create_app(config, None)
+    server, service = _uvicorn(app, access_log=access_log), app.state.service
     try:
-        server.run(sockets=[sock])  # type: ignore[attr-defined]
+        server.run(sockets=[sock])
     finally:
         service.close()
         sock.close()
