@@ -41,7 +41,6 @@ from streamer.exits import (
 from streamer.fleet import Camera, Fleet
 from streamer.pipeline import PipelineStatus, camera_name
 from streamer.sinks.display import PUMP_INTERVAL_S, DisplaySink
-from streamer.sources import open_source
 
 __all__ = ["EXIT_CODES", "exit_code", "run", "run_safely"]
 
@@ -117,7 +116,7 @@ class _Run:
             except SourceError as exc:
                 if self.single:
                     raise
-                name = config.name or camera_name(open_source(config.source).source_id)
+                name = config.name or camera_name(redact(config.source))
                 self.failed_at_start[name] = exc
                 print(f"streamer: error: camera {name}: {_shown(exc, config)}", file=sys.stderr)
                 continue
@@ -146,11 +145,16 @@ class _Run:
             if key in self.from_config:
                 continue
             try:
-                self.from_config[key] = self.fleet.add_config(config).name
+                name = self.fleet.add_config(config).name
             except StreamerError as exc:
                 log.error(
-                    "SIGHUP: camera %s not added: %s", key, redact(str(exc), config.target.api_key)
+                    "SIGHUP: camera %s not added: %s",
+                    redact(key),
+                    redact(str(exc), config.target.api_key),
                 )
+                continue
+            self.from_config[key] = name
+            self.failed_at_start.pop(name, None)  # it failed at start; it runs now
         self.settings = fresh
         log.warning("SIGHUP: config applied: %d cameras", len(self.fleet.names()))
 

@@ -160,6 +160,7 @@ def test_control_api_adds_pauses_resumes_and_removes_cameras(
     control = web_run(LIVE, "--max-fps", "5", "--jsonl", str(tmp_path / "{camera}.jsonl"))
     assert list(control.cameras()) == ["synthetic"]
     wait_for(lambda: control.ok("synthetic") > 0, what="the first camera's results")
+    wait_for(lambda: control.http.get("/ready").status_code == 200, what="ready")
 
     added = control.http.post("/api/cameras", json={"name": "cam2", "source": LIVE + "&seed=3"})
     assert added.status_code == 201, added.text
@@ -226,6 +227,9 @@ def test_a_camera_that_never_connects_is_removed_at_once(
         what="the dead camera trying",
     )
     assert "SECRET_PW" not in control.http.get("/api/cameras").text
+    not_ready = control.http.get("/ready")  # a camera that should stream does not
+    assert not_ready.status_code == 503
+    assert any(problem.startswith("dead:") for problem in not_ready.json()["problems"])
     removed = control.http.delete("/api/cameras/dead")
     assert removed.status_code == 200
     assert removed.json()["removed_in_s"] < 5  # not the 10 s open timeout, not forever
