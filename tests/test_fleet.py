@@ -415,3 +415,25 @@ def test_a_camera_added_again_keeps_its_first_outputs_and_inputs_are_safe(
         assert fleet.wait(timeout=60)
     assert len(records(tmp_path / "x.jsonl")) == 30  # the first run of x, kept
     assert len(records(tmp_path / "x-2.jsonl")) == 30
+
+
+def test_the_key_never_shows_with_several_cameras(
+    web_run: Callable[..., Control], start_server: ServerFactory, tmp_path: Path
+) -> None:
+    key = "rf_SECRET_FLEET_KEY_0123456789"
+    server = start_server(api_key=key)
+    control = web_run(
+        LIVE, LIVE + "&seed=2", "--api-url", server.url, "--api-key", key, "--model", "shapes/1",
+        "--max-fps", "3", "--jsonl", str(tmp_path / "all.jsonl"), "--rate-limit", "10",
+    )  # fmt: skip
+    wait_for(
+        lambda: control.ok("synthetic") > 0 and control.ok("synthetic-2") > 0,
+        what="both cameras' results (the key accepted)",
+    )
+    answers = [control.http.get(route).text for route in ("/api/cameras", "/api/stats", "/ready")]
+    code, err = control.stop()
+    assert code == 130
+    lines = records(tmp_path / "all.jsonl")
+    assert {line["camera"] for line in lines} == {"synthetic", "synthetic-2"}
+    for text in [*answers, err, (tmp_path / "all.jsonl").read_text()]:
+        assert key not in text
