@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.errors import ConfigError, SourceError
-from streamer.frames import Frame
+from streamer.frames import DecodedPicture, Frame
 from streamer.sources import Source, Stream
 
 __all__ = [
@@ -147,6 +147,7 @@ class CaptureMetrics:
     width: int | None
     height: int | None
     states: dict[str, int]
+    converted: int = 0  # decoded pictures turned into BGR pixels (the rest never were)
 
 
 class CaptureThread:
@@ -270,6 +271,7 @@ class CaptureThread:
                 width=self._size[0] if self._size else None,
                 height=self._size[1] if self._size else None,
                 states=dict(self._states),
+                converted=self._counts["converted"],
             )
 
     # -- the thread ----------------------------------------------------------------------------
@@ -395,7 +397,7 @@ class CaptureThread:
                 break
             if not got_frames:
                 got_frames = self._streamed = True
-                size = (image.shape[1], image.shape[0])  # as shown: rotation applied
+                size = _size(image)  # as shown: rotation applied
                 self._note_size(size)
                 self._set_state(
                     SourceState.STREAMING, f"{size[0]}x{size[1]} at {stream.fps or 0:.3g} fps"
@@ -411,8 +413,11 @@ class CaptureThread:
                 return f"stalled: no frame for {now - last_frame:.1f} s"
             self._note_interval(now - last_frame if self._index else None)
             last_frame = now
+            if isinstance(image, DecodedPicture):
+                image.on_convert = self._count_conversion
             frame = Frame(
-                image=image,
+                image=None if isinstance(image, DecodedPicture) else image,
+                decoded=image if isinstance(image, DecodedPicture) else None,
                 index=self._index,
                 source_id=self.source.source_id,
                 pts=pts,
@@ -427,6 +432,11 @@ class CaptureThread:
                 self._counts["corrupt"] += corrupt
         return None
 
+    def _count_conversion(self) -> None:
+        """A frame's pixels were converted (on whichever thread needed them first)."""
+        with self._lock:
+            self._counts["converted"] += 1
+
     def _note_interval(self, seconds: float | None) -> None:
         with self._lock:
             self._counts["frames"] += 1
@@ -440,7 +450,8 @@ class CaptureThread:
             if displaced is not None:
                 with self._lock:
                     self._counts["dropped"] += 1
-                _recycle(stream, displaced.image)
+                if displaced.image is not None:
+                    _recycle(stream, displaced.image)
             return True
         while not self._stop.is_set():  # backpressure: wait for the reader, never drop
             try:
@@ -449,6 +460,12 @@ class CaptureThread:
             except queue.Full:
                 continue
         return False
+
+
+def _size(picture: npt.NDArray[np.uint8] | DecodedPicture) -> tuple[int, int]:
+    if isinstance(picture, DecodedPicture):
+        return picture.width, picture.height
+    return int(picture.shape[1]), int(picture.shape[0])
 
 
 def _recycle(stream: Stream, image: npt.NDArray[np.uint8]) -> None:

@@ -153,6 +153,7 @@ class PipelineStatus:
     reconnects: int = 0
     paused: bool = False
     last_result_age_s: float | None = None  # since the last ok answer; None: none yet
+    converted: int = 0  # decoded frames whose pixels some stage needed (upload, drawing)
 
 
 class Pipeline:
@@ -517,7 +518,7 @@ class Pipeline:
         image = None
         if self._wants_image:
             image = renderer.render(
-                frame.image,
+                frame.pixels(),
                 detections,
                 predicted=prediction is None,
                 keypoints=prediction.keypoints if prediction is not None else None,
@@ -614,4 +615,5 @@ class Pipeline:
             reconnects=capture.reconnects,
             paused=self.paused,
             last_result_age_s=time.monotonic() - completions[-1] if completions else None,
+            converted=capture.converted,
         )

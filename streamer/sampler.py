@@ -151,7 +151,7 @@ class Sampler:
             if self._next_at is not None and now < self._next_at - 1e-6:
                 return self._skip(SkipCause.PACING)
         if self._gate is not None:
-            moved, thumb = self._gate.moved(frame.image, now)
+            moved, thumb = self._gate.moved(frame.pixels(), now)
             if not moved:
                 return self._skip(SkipCause.STILL)
             self._gate.sent(thumb, now)

@@ -417,7 +417,7 @@ class SenderPool:
             self._finish(job, Status.STALE, timings=Timings(queue_wait=queue_wait))
             return
         try:
-            prepared = self.client.prepare(job.frame.image)
+            prepared = self.client.prepare(job.frame.pixels())
         except StreamerError as exc:
             error = exc if isinstance(exc, InferenceError) else InferenceError(str(exc))
             self._finish(job, Status.FAILED, error=error, timings=Timings(queue_wait=queue_wait))

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from streamer._av import av
 from streamer.errors import ConfigError, SourceError
+from streamer.frames import DecodedPicture
 from streamer.redaction import clean, redact
 from streamer.synth import Scene
 
@@ -56,7 +57,7 @@ class Stream(Protocol):
     width: int
     height: int
 
-    def __iter__(self) -> Iterator[tuple[Image, float | None]]: ...
+    def __iter__(self) -> Iterator[tuple[Image | DecodedPicture, float | None]]: ...
 
     def close(self) -> None: ...
 
@@ -95,6 +96,12 @@ def upright(image: Image, rotation: float) -> Image:
     return np.asarray(cv2.rotate(image, turn), dtype=np.uint8)
 
 
+def _bgr(frame: av.VideoFrame) -> Image:
+    """A decoded picture as upright BGR pixels."""
+    image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+    return upright(image, frame.rotation) if frame.rotation else image
+
+
 class _PyAVStream:
     def __init__(
         self, container: av.container.InputContainer, source_id: str, *, is_file: bool
@@ -112,7 +119,7 @@ class _PyAVStream:
         self.frames_read = 0
         self._http_file = is_file and source_id.lower().startswith(("http://", "https://"))
 
-    def __iter__(self) -> Iterator[tuple[Image, float | None]]:
+    def __iter__(self) -> Iterator[tuple[Image | DecodedPicture, float | None]]:
         try:
             for packet in self._container.demux(self._stream):
                 try:
@@ -125,12 +132,16 @@ class _PyAVStream:
                     )
                     continue
                 for frame in frames:
-                    image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
-                    if frame.rotation:
-                        image = upright(image, frame.rotation)
-                        self.height, self.width = image.shape[:2]
+                    width, height = frame.width, frame.height
+                    if frame.rotation and frame.rotation % 180:
+                        width, height = height, width
+                    self.width, self.height = width, height
                     self.frames_read += 1
-                    yield image, frame.time
+                    # kept as the decoder made it: converted only if a stage needs pixels
+                    yield (
+                        DecodedPicture(frame, width=width, height=height, convert=_bgr),
+                        frame.time,
+                    )
             if self.frames_read < self.declared_frames:
                 log.warning(
                     "%s: read %d of the %d frames the file declares (truncated or damaged)",

@@ -61,7 +61,7 @@ def test_frames_carry_pts_and_times(clip: Path) -> None:
         assert frame.index == i
         assert frame.pts == pytest.approx(i / 30, abs=1e-3)
         assert frame.source_id == str(clip)
-        assert frame.image.shape == (240, 320, 3)
+        assert frame.pixels().shape == (240, 320, 3)
         assert abs(frame.wall_time - time.time()) < 5
 
 
@@ -96,7 +96,7 @@ def test_synthetic_live_source_runs_at_its_fps_and_recycles_buffers() -> None:
         time.sleep(1.0)
         first = capture.read(timeout=1)
         assert first is not None
-        assert first.image.shape == (240, 320, 3)
+        assert first.pixels().shape == (240, 320, 3)
         assert capture.state is SourceState.STREAMING
         metrics = capture.metrics()
     assert metrics.measured_fps == pytest.approx(20, rel=0.15)
@@ -128,7 +128,7 @@ def test_image_folder(tmp_path: Path) -> None:
     with CaptureThread(source, CaptureConfig(live=False)) as capture:
         frames = [capture.read(timeout=2) for _ in range(3)]
     assert [f.index for f in frames if f is not None] == [0, 1, 2]
-    assert np.array_equal(frames[1].image, scene.render(1))  # type: ignore[union-attr]
+    assert np.array_equal(frames[1].pixels(), scene.render(1))  # type: ignore[union-attr]
     assert isinstance(open_source(str(tmp_path / "*.png")), ImageFolderSource)
 
 

@@ -119,7 +119,7 @@ def test_frames_arrive(rtsp: RtspServer) -> None:
         assert _fresh_frame(capture)
         frame = capture.read(timeout=1)
         assert frame is not None
-        assert frame.image.shape == (240, 320, 3)
+        assert frame.pixels().shape == (240, 320, 3)
         assert frame.source_id == rtsp.url
         time.sleep(1)
         assert capture.metrics().measured_fps == pytest.approx(FPS, rel=0.3)
@@ -206,10 +206,10 @@ def test_resolution_change_after_reconnect(rtsp: RtspServer) -> None:
         _wait_for(lambda: (capture.metrics().width or 0) == 480, timeout=8)
         frame = None
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and (frame is None or frame.image.shape[1] != 480):
+        while time.monotonic() < deadline and (frame is None or frame.size[0] != 480):
             frame = capture.read(timeout=0.3)
         assert frame is not None
-        assert frame.image.shape == (270, 480, 3)
+        assert frame.pixels().shape == (270, 480, 3)
 
 
 def test_slow_consumer_gets_fresh_frames(rtsp: RtspServer) -> None:

@@ -68,7 +68,7 @@ class VideoSink:
         self.failed = False
 
     def _open(self, output: Output) -> None:
-        height, width = output.frame.image.shape[:2]
+        width, height = output.frame.size
         if width < 2 or height < 2:
             raise SinkError(
                 f"cannot write video {self.path}: {width}x{height} frames are too small"

@@ -1,0 +1,58 @@
+"""Pixels on demand: a decoded frame is converted to BGR only when a stage needs it
+(its upload, its drawing); frames the sampler drops never are. Counted by the capture
+thread, asserted against what was sent and rendered, on real encoded video."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from streamer.client import RoboflowClient, Target
+from streamer.pipeline import Pipeline, PipelineSettings
+from streamer.sampler import SamplerConfig
+from streamer.server import ServerThread
+from streamer.sinks import JsonLinesSink, VideoSink
+from streamer.sources import open_source
+from tests.helpers import decode, records
+
+
+def _run(clip: Path, server: ServerThread, settings: PipelineSettings, sinks: list) -> Pipeline:
+    client = RoboflowClient(Target.model("shapes/1", api_url=server.url))
+    with client, Pipeline(open_source(str(clip)), client, settings, sinks=sinks) as pipeline:
+        assert pipeline.wait(timeout=60)
+    return pipeline
+
+
+def test_live_frames_the_sampler_drops_are_never_converted(
+    make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    clip = make_clip(3, width=320, height=240, fps=30)
+    settings = PipelineSettings(live=True, sampler=SamplerConfig(live=True, max_fps=5))
+    pipeline = _run(clip, server, settings, [JsonLinesSink(tmp_path / "out.jsonl")])
+    status = pipeline.status()
+    sent = pipeline.pool.metrics().submitted
+    assert status.frames == 90  # every frame decoded
+    assert 0 < sent < 30
+    assert status.converted == sent  # only the uploads needed pixels
+
+
+def test_recorded_every_kth_converts_the_sent_ones_and_keeps_one_record_per_frame(
+    make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    clip = make_clip(2, width=320, height=240, fps=30)
+    settings = PipelineSettings(live=False, sampler=SamplerConfig(live=False, stride=3))
+    pipeline = _run(clip, server, settings, [JsonLinesSink(tmp_path / "out.jsonl")])
+    lines = records(tmp_path / "out.jsonl")
+    assert [line["frame_index"] for line in lines] == list(range(60))  # unchanged: in order
+    assert pipeline.status().converted == 20  # frames 0, 3, 6, ...: the sent ones
+
+
+def test_rendered_frames_are_converted_once_each(
+    make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    clip = make_clip(2, width=320, height=240, fps=30)
+    settings = PipelineSettings(live=False, sampler=SamplerConfig(live=False, stride=2))
+    video = tmp_path / "out.mp4"
+    pipeline = _run(clip, server, settings, [VideoSink(video, live=False)])
+    assert len(decode(video)) == 60
+    assert pipeline.status().converted == 60  # drawn on: all; sent and drawn: still once
