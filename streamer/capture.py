@@ -307,6 +307,12 @@ class CaptureThread:
                     if not self._retry(attempt := attempt + 1, self._reason(str(exc))):
                         return
                     continue
+                if self._realtime:
+                    # a camera (or a file played as one) is read as it comes: no frame
+                    # may wait behind others in the decoder (see _PyAVStream.low_latency)
+                    low_latency = getattr(stream, "low_latency", None)
+                    if callable(low_latency):
+                        low_latency()
                 before = self._index
                 try:
                     reason = self._pump(stream)

@@ -160,6 +160,18 @@ class _PyAVStream:
                 f"{self._source_id}: read failed: {describe_error(exc)}{hint}"
             ) from exc
 
+    def low_latency(self) -> None:
+        """Decode each frame as it arrives (before the first decode).
+
+        FFmpeg's default here (``AUTO``: frame threading) holds a frame per extra
+        thread before it comes out, 40 ms each at 25 fps, and costs more CPU; slice
+        threading adds no delay. Measured on supervision_walking.mp4 (720p, this
+        2-core machine, median of 3): CPU per frame AUTO 1.74 ms, FRAME 1.76, SLICE
+        1.58, NONE 1.61; wall per frame AUTO 1.06 ms, SLICE 1.58. Files read as fast as
+        possible keep ``AUTO`` (throughput); cameras, and files played live, use this.
+        """
+        self._stream.thread_type = "SLICE"
+
     def close(self) -> None:
         self._container.close()
 
