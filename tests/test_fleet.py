@@ -305,10 +305,10 @@ def control_names(stderr: str) -> list[str]:
 def test_a_camera_removed_while_its_request_is_in_flight_leaves_nothing_behind(
     start_server: ServerFactory,
 ) -> None:
-    server = start_server(FaultConfig(latency_ms=5000))
+    server = start_server(FaultConfig(latency_ms=8000))  # the start-up probe waits it once
     ended: list[str] = []
     with Fleet(
-        {"api_url": server.url, "model": "shapes/1", "request_timeout": 30},
+        {"api_url": server.url, "model": "shapes/1", "request_timeout": 60},
         on_end=lambda camera: ended.append(camera.name),
     ) as fleet:
         fleet.add("slow", LIVE, max_fps=2)
@@ -316,7 +316,7 @@ def test_a_camera_removed_while_its_request_is_in_flight_leaves_nothing_behind(
         started = time.monotonic()
         fleet.remove("slow")
         took = time.monotonic() - started
-        assert took < 3  # the 5 s answer is not waited for
+        assert took < 6  # the 8 s answer is not waited for
         assert not [t.name for t in threading.enumerate() if "-slow" in t.name]
         assert fleet.names() == []
         assert ended == ["slow"]
