@@ -602,8 +602,10 @@ class Fleet:
         self._closing.set()
         if self._settler.ident is not None:
             self._settler.join(timeout=5.0)
+        # the one records file of every camera is whole unless no camera ended as asked
+        # (one camera's failure does not make the others' records partial)
         keep = (
-            all(c.code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM) for c in cameras)
+            any(c.code in (EXIT_OK, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM) for c in cameras)
             or self._received is not None
         )
         notes = [shared.close(keep) for shared in self._shared_lines.values()]

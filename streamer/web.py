@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import logging
 import time
 from typing import Any
 
@@ -41,13 +40,10 @@ from streamer.fleet import Fleet
 
 __all__ = ["ControlServer", "parse_bind", "start_control_server"]
 
-log = logging.getLogger(__name__)
-
 READY_ANSWER_S = 30.0  # /ready: a sending camera's last answer is at most this old
 # Settings a camera added over HTTP takes from the run, never from the request: they
 # name files to write, URLs to send frames (and the key) to, or a window to open.
 NOT_OVER_HTTP = frozenset({"output", "jsonl", "webhook", "api_url", "api_key", "show"})
-_START_TIMEOUT_S = 10.0
 
 
 def parse_bind(text: str) -> tuple[str, int]:

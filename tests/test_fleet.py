@@ -140,6 +140,13 @@ def test_a_camera_that_fails_ends_alone_and_the_exit_code_says_so(
     assert len(records(tmp_path / f"{clip.stem}.jsonl")) == 30  # the other one: whole
     assert not (tmp_path / "broken.jsonl").exists()
     assert sum("error: camera broken" in line for line in done.stderr.splitlines()) == 1
+    # one records file for both: the good camera's records are whole, not "partial"
+    shared = run_cli(
+        "run", str(broken), str(clip), "--jsonl", str(tmp_path / "all.jsonl"),
+        "--model", "shapes/1",
+    )  # fmt: skip
+    assert shared.returncode == 3
+    assert len(records(tmp_path / "all.jsonl")) == 30
 
 
 def test_one_output_path_for_two_cameras_is_refused_before_anything_runs(
