@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 
 from streamer.config import FleetConfig, RunConfig, load_fleet
-from streamer.errors import SinkError, SourceError, StreamerError, redact
+from streamer.errors import ConfigError, SinkError, SourceError, StreamerError, redact
 from streamer.exits import (
     EXIT_CODES,
     EXIT_ERROR,
@@ -284,12 +284,18 @@ def run(
     shared_notes: list[str] = []
     try:
         with _signals(current):
-            current.start_cameras()
-            if wide.web is not None and not current.received:
-                from streamer.web import start_control_server
-
+            # the control API first: its settings (bind, token) are checked, and its
+            # port taken, before any camera starts
+            if wide.web is not None:
+                try:
+                    from streamer.web import start_control_server
+                except ImportError as exc:  # Starlette and uvicorn come with the server extra
+                    raise ConfigError(
+                        "--web needs Starlette and uvicorn: pip install 'streamer[server]'"
+                    ) from exc
                 web = start_control_server(fleet, wide.web, wide.web_token)
                 print(f"streamer: control API on {web.url}", file=sys.stderr)
+            current.start_cameras()
             _drive(current, wide.progress)
     finally:
         if web is not None:

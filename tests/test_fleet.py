@@ -93,6 +93,8 @@ def web_run() -> Iterator[Callable[..., Control]]:
             lambda: control.up() or process.poll() is not None, what="the control API", timeout=60
         )
         assert process.poll() is None, "".join(control.lines)
+        # the control API listens first, then the cameras start
+        wait_for(lambda: control.cameras() or process.poll() is not None, what="a camera")
         return control
 
     yield start
@@ -279,7 +281,7 @@ def test_sighup_applies_the_config_difference_and_leaves_the_rest_alone(
         f"  - {{name: drop, source: '{LIVE}&seed=1'}}\n"
     )
     control = web_run("--config", str(config))
-    assert set(control.cameras()) == {"keep", "drop"}
+    wait_for(lambda: set(control.cameras()) == {"keep", "drop"}, what="both cameras")
     wait_for(lambda: control.ok("keep") > 0, what="results")
     frames_before = control.stats("keep")["frames"]
     config.write_text(
