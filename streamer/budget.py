@@ -27,7 +27,6 @@ sampler skips frames up front instead of letting them go stale in the queue.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import math
 import threading
@@ -139,7 +138,6 @@ class BudgetStatus:
 @dataclass(eq=False)
 class _Ticket:
     camera: str
-    seq: int
     granted_at: float | None = None
 
 
@@ -189,7 +187,6 @@ class RateGovernor:
         self._last_cut = -1e9
         self._paused_until = now
         self._virtual = 0.0  # start tag of the last slot granted
-        self._seq = itertools.count()
         self._cameras: dict[str, _Camera] = {}
         self._calls: collections.deque[float] = collections.deque()
         self._shares: tuple[float, dict[str, float]] | None = None
@@ -208,10 +205,7 @@ class RateGovernor:
 
     def leave(self, camera: str) -> None:
         with self._lock:
-            state = self._cameras.pop(camera, None)
-            if state is not None:
-                for ticket in state.waiting:
-                    ticket.granted_at = None
+            self._cameras.pop(camera, None)  # its waiting senders see it gone and give up
             self._shares = None
             self._granted.notify_all()
 
@@ -273,7 +267,7 @@ class RateGovernor:
             state.arrivals.append(now)
             while state.arrivals[0] < now - _DEMAND_WINDOW_S:
                 state.arrivals.popleft()
-            ticket = _Ticket(camera, next(self._seq))
+            ticket = _Ticket(camera)
             state.waiting.append(ticket)
             return ticket
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import supervision as sv
 
 from streamer.budget import Budgets, BudgetStatus
@@ -98,10 +99,8 @@ class SharedLines:
         self.worker = SinkWorker(
             self.sink, capacity=256, policy=DropPolicy.BLOCK, thread_name="streamer-sink-jsonl"
         ).start()
-        self.users = 0
 
     def for_camera(self) -> Sink:
-        self.users += 1
         return _ToSharedLines(self.worker)
 
     def close(self, keep: bool) -> str:
@@ -428,7 +427,7 @@ class Fleet:
         else:
             self.stop()
 
-    def _transport(self, api_url: str) -> Any:
+    def _transport(self, api_url: str) -> httpx.BaseTransport:
         with self._lock:
             shared = self._transports.get(api_url)
             if shared is None:
@@ -451,10 +450,6 @@ class Fleet:
                 else:
                     log.info("%s", note)
             return self._server_url
-
-    @property
-    def embedded_url(self) -> str | None:
-        return self._server_url
 
     def _prediction_callback(self, name: str) -> Callable[[Output, sv.Detections], None] | None:
         callback = self._on_prediction

@@ -61,10 +61,6 @@ class DecodedPicture:
                     self.on_convert()
             return self._image
 
-    @property
-    def converted(self) -> bool:
-        return self._image is not None
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Frame:

@@ -31,10 +31,6 @@ from streamer.config import FleetConfig, RunConfig, load_fleet
 from streamer.errors import ConfigError, SinkError, SourceError, StreamerError, redact
 from streamer.exits import (
     EXIT_CODES,
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
     exit_code,
     worst,
 )
@@ -326,21 +322,17 @@ def _report(run: _Run, shared_notes: list[str]) -> int:
         camera = cameras[0]
         notes = "".join(f"; {note}" for note in shared_notes)
         print(f"streamer: {camera.summary()}{notes}", file=sys.stderr)
-        code = EXIT_SIGINT if run.received[:1] == [signal.SIGINT] else camera.code
-        if run.received[:1] == [signal.SIGTERM]:
-            code = EXIT_SIGTERM
         if camera.error is not None and not run.received:
             print(f"streamer: error: {_shown(camera.error, camera.config)}", file=sys.stderr)
-        return code if code is not None else EXIT_ERROR
-    for camera in cameras:  # their errors were said when they ended (_said_at_once)
-        print(f"streamer: camera {camera.name}: {camera.summary()}", file=sys.stderr)
-    for note in shared_notes:
-        print(f"streamer: {note}", file=sys.stderr)
+    else:
+        for camera in cameras:  # their errors were said when they ended (_said_at_once)
+            print(f"streamer: camera {camera.name}: {camera.summary()}", file=sys.stderr)
+        for note in shared_notes:
+            print(f"streamer: {note}", file=sys.stderr)
+    code = fleet.exit_code()  # the signal's, else the worst camera's
     if run.received:
-        return EXIT_SIGINT if run.received[0] == signal.SIGINT else EXIT_SIGTERM
-    codes = [c.code for c in cameras if c.code is not None]
-    codes += [exit_code(error) for error in run.failed_at_start.values()]
-    return worst(codes) if codes else EXIT_OK
+        return code
+    return worst([code, *(exit_code(error) for error in run.failed_at_start.values())])
 
 
 def run_safely(
