@@ -138,6 +138,7 @@ def pipeline_settings(config: RunConfig, live: bool, target: Target) -> Pipeline
         if config.capture.reconnect == "forever"
         else config.capture.connect_timeout,
         render=RenderConfig(hud=config.outputs.hud),
+        render_fps=config.outputs.render_fps,
         weight=config.sampler.weight,
         min_fps=config.sampler.min_fps,
     )
@@ -357,8 +358,12 @@ class Camera:
         status = self.pipeline.status()
         elapsed = (self.ended_at or time.monotonic()) - self.started
         notes = "".join(f"; {note}" for note in self.outputs.notes)
+        drawn = ""
+        if status.drawn or status.draw_dropped:
+            behind = f", {status.draw_dropped} not (drawing fell behind)"
+            drawn = f"; {status.drawn} drawn{behind if status.draw_dropped else ''}"
         return (
             f"{status.outputs} frames out ({status.ok} inferred, "
             f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "
-            f"in {elapsed:.1f} s{notes}"
+            f"in {elapsed:.1f} s{drawn}{notes}"
         )

@@ -166,9 +166,14 @@ class CaptureThread:
         config: CaptureConfig | None = None,
         *,
         on_state: Callable[[StateEvent], None] | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
         name: str | None = None,
     ) -> None:
+        """``on_frame``: live, every frame as it is decoded, on this thread, before the
+        slot (the render thread's copy: drawing every source frame needs them all, and
+        the slot keeps only the newest); it must not block."""
         self.source = source
+        self._on_frame = on_frame
         self.config = config or CaptureConfig(live=source.is_live)
         self._on_state = on_state
         self._realtime = (
@@ -452,12 +457,14 @@ class CaptureThread:
 
     def _deliver(self, frame: Frame, stream: Stream) -> bool:
         if self.config.live:
+            if self._on_frame is not None:
+                self._on_frame(frame)
             displaced = self._slot.put(frame)
             if displaced is not None:
                 with self._lock:
                     self._counts["dropped"] += 1
-                if displaced.image is not None:
-                    _recycle(stream, displaced.image)
+                if displaced.image is not None and self._on_frame is None:
+                    _recycle(stream, displaced.image)  # not while the renderer may hold it
             return True
         while not self._stop.is_set():  # backpressure: wait for the reader, never drop
             try:

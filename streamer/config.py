@@ -279,6 +279,14 @@ class OutputSettings:
     )
     webhook: str | None = setting(None, "POST batches of records to this URL")
     show: bool = setting(False, "show a window (q, Esc quit)", flag="--show")
+    render_fps: float = setting(
+        0.0,
+        "live, with --output or --show: frames drawn per second, boxes predicted to each "
+        "(0: every source frame)",
+        low=0,
+        high=1000,
+        low_allowed=True,
+    )
     hud: bool = setting(
         True, "no figures drawn on the frames (fps, latency, status)", flag="--no-hud"
     )

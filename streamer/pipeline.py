@@ -11,10 +11,15 @@
                                                    ▼
         streamer-sink-<camera>-video / -jsonl / -webhook / -display (own bounded queues)
 
-Live: the newest result is shown as soon as it arrives; an older result arriving
-late is counted and handed to the tracker only (which ignores the past). Recorded:
-every frame is emitted in order, inferred ones with their detections, the others
-with the tracker's predictions, marked ``predicted``.
+Live: the newest result is handed on (records, callbacks) as soon as it arrives; an
+older result arriving late is counted and handed to the tracker only (which ignores
+the past). With an image output (video, window), every source frame (or
+``render_fps`` of them) goes from the capture thread straight to the render thread
+and is drawn as it comes, with the tracks predicted forward to its capture time: the
+recording has the camera's frames and timing, boxes moving smoothly at any API
+latency. Without one, nothing is drawn. Recorded: every frame is emitted in order,
+inferred ones with their detections, the others with the tracker's predictions,
+marked ``predicted``.
 
 Example::
 
@@ -102,6 +107,57 @@ def _drop_policy(sink: Sink, live: bool) -> DropPolicy:
     return DropPolicy.DROP_OLDEST if live else DropPolicy.BLOCK
 
 
+class _LiveInbox:
+    """Live mode's way into the render thread: results (the tracker's input) and, with
+    an image output, the source frames to draw. Results come out first. When drawing
+    falls behind, the oldest waiting frame makes room (counted): the view and the
+    recording skip a frame rather than fall ever further behind the camera."""
+
+    def __init__(self, *, results: int, frames: int) -> None:
+        self._results: collections.deque[Result] = collections.deque()
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._result_capacity = results
+        self._frame_capacity = frames
+        self._cond = threading.Condition()
+        self._ended = False
+
+    def put_result(self, result: Result) -> bool:
+        """``False``: full, the result was not taken."""
+        with self._cond:
+            if len(self._results) >= self._result_capacity:
+                return False
+            self._results.append(result)
+            self._cond.notify()
+            return True
+
+    def put_frame(self, frame: Frame) -> bool:
+        """Never blocks; ``False``: an older frame was dropped to make room."""
+        with self._cond:
+            room = len(self._frames) < self._frame_capacity
+            if not room:
+                self._frames.popleft()
+            self._frames.append(frame)
+            self._cond.notify()
+            return room
+
+    def end(self) -> None:
+        """Nothing more comes: ``get`` returns ``_END`` once the rest is taken."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify()
+
+    def get(self, timeout: float) -> object | None:
+        """A result, else a frame, else ``_END`` at the end; ``None`` after ``timeout``."""
+        with self._cond:
+            if not (self._results or self._frames or self._ended):
+                self._cond.wait(timeout)
+            if self._results:
+                return self._results.popleft()
+            if self._frames:
+                return self._frames.popleft()
+            return _END if self._ended else None
+
+
 @dataclass(frozen=True)
 class _Pending:
     """Recorded mode: a frame in output order, with its request if it was sent."""
@@ -121,6 +177,7 @@ class PipelineSettings:
     render: RenderConfig = field(default_factory=RenderConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     queue_size: int = 32  # recorded: frames buffered between stages
+    render_fps: float = 0.0  # live, with an image output: frames drawn per second; 0: all
     weight: float = 1.0  # this camera's part of a shared budget, against the others'
     min_fps: float = 0.0  # requests/s this camera gets first when the budget allows
 
@@ -154,13 +211,16 @@ class PipelineStatus:
     paused: bool = False
     last_result_age_s: float | None = None  # since the last ok answer; None: none yet
     converted: int = 0  # decoded frames whose pixels some stage needed (upload, drawing)
+    drawn: int = 0  # live: source frames drawn for the image outputs
+    draw_dropped: int = 0  # live: source frames not drawn because drawing fell behind
 
 
 class Pipeline:
     """Wires the stages and owns their threads; a context manager.
 
     Callbacks and the thread each runs on: ``on_prediction(output, detections)`` on
-    ``streamer-render-<camera>``, once per output frame; ``on_status(event)`` on the
+    ``streamer-render-<camera>``, once per output frame (live: once per result, not
+    per drawn frame); ``on_status(event)`` on the
     capture thread ``streamer-capture-<camera>``, at each state change. Keep them short: they
     run inside the stage. ``stop()`` may be called from any of them, and from signal
     handlers.
@@ -192,6 +252,10 @@ class Pipeline:
         self._stop = threading.Event()
         self._finished = threading.Event()
         self.error: StreamerError | None = None
+        # live with an image output: every source frame is drawn, as it comes
+        self._draws_frames = settings.live and any(s.wants_image for s in sinks)
+        self._draw_interval = 1.0 / settings.render_fps if settings.render_fps > 0 else 0.0
+        self._next_draw: float | None = None  # capture thread only
         capture_config = CaptureConfig(
             live=settings.live,
             queue_size=settings.queue_size,
@@ -200,7 +264,11 @@ class Pipeline:
             connect_timeout=settings.connect_timeout,
         )
         self.capture = CaptureThread(
-            source, capture_config, on_state=self._capture_event, name=self.camera
+            source,
+            capture_config,
+            on_state=self._capture_event,
+            on_frame=self._offer_frame if self._draws_frames else None,
+            name=self.camera,
         )
         sampler_config = settings.sampler or SamplerConfig(live=settings.live)
         self.sampler = Sampler(sampler_config)
@@ -225,9 +293,13 @@ class Pipeline:
         self.unfinished_sinks: set[str] = set()  # still writing when close gave up on them
         self.all_sinks_failed = False
         self._wants_image = any(s.wants_image for s in sinks)
-        # live: results; recorded: (frame, future | None) in frame order
-        self._render_queue: queue.Queue[object] = queue.Queue(
-            maxsize=max(settings.queue_size, 2 * settings.sender.max_in_flight)
+        self._image_workers = [w for w in self._sinks if w.sink.wants_image]
+        self._record_workers = [w for w in self._sinks if not w.sink.wants_image]
+        # recorded: (frame, future | None) in frame order; live: the inbox
+        self._render_queue: queue.Queue[object] = queue.Queue(maxsize=settings.queue_size)
+        self._inbox = _LiveInbox(
+            results=max(settings.queue_size, 2 * settings.sender.max_in_flight),
+            frames=16,  # 0.6 s at 25 fps; decoded pictures, 1.4 MB each at 720p
         )
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
@@ -409,7 +481,10 @@ class Pipeline:
                     self.pool.in_flight and not self._stop.is_set() and time.monotonic() < deadline
                 ):
                     time.sleep(0.01)
-            self._put(_END, force=True)
+            if live:
+                self._inbox.end()
+            else:
+                self._put(_END, force=True)
 
     def _hold_limit(self) -> float:
         fps = self.capture.declared_fps or 30.0
@@ -436,12 +511,24 @@ class Pipeline:
 
     def _on_result(self, result: Result) -> None:
         """Live mode, on a sender thread: hand the result to the render thread."""
-        try:
-            self._render_queue.put_nowait(result)
-        except queue.Full:
+        if not self._inbox.put_result(result):
             with self._lock:
                 self._counts["render_overflow"] += 1
         self.capture.wake()  # a slot is free: the feeder may send the frame it holds
+
+    def _offer_frame(self, frame: Frame) -> None:
+        """Live, on the capture thread: a source frame for the image outputs, at most
+        ``render_fps`` of them, on the source's own clock where it has one."""
+        if self._draw_interval:
+            at = frame.pts if frame.pts is not None else frame.captured_at
+            due, interval = self._next_draw, self._draw_interval
+            if due is not None and due - interval <= at < due - 0.001:
+                return  # not due yet (1 ms: the float error of adding intervals up)
+            steady = due is not None and 0 <= at - due < interval
+            self._next_draw = (due if steady and due is not None else at) + interval
+        if not self._inbox.put_frame(frame):
+            with self._lock:
+                self._counts["draw_dropped"] += 1
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -450,9 +537,8 @@ class Pipeline:
         renderer: Renderer | None = None
         try:
             while True:
-                try:
-                    item = self._render_queue.get(timeout=_POLL_S)
-                except queue.Empty:
+                item = self._next_item()
+                if item is None:
                     if self._stop.is_set():
                         break
                     continue
@@ -464,6 +550,8 @@ class Pipeline:
                     renderer = Renderer(self.settings.render, fps=fps)
                 if isinstance(item, Result):
                     self._render_live(item, tracking, renderer)
+                elif isinstance(item, Frame):
+                    self._draw(item, tracking, renderer)
                 elif isinstance(item, _Pending):
                     result = self._await(item.future) if item.future is not None else None
                     if result is None and item.future is not None:
@@ -478,6 +566,14 @@ class Pipeline:
             self._stop.set()
         finally:
             self._finished.set()
+
+    def _next_item(self) -> object | None:
+        if self.settings.live:
+            return self._inbox.get(_POLL_S)
+        try:
+            return self._render_queue.get(timeout=_POLL_S)
+        except queue.Empty:
+            return None
 
     def _await(self, future: Future[Result]) -> Result | None:
         while not self._stop.is_set():
@@ -496,6 +592,38 @@ class Pipeline:
             return
         self._newest_shown = result.frame.index
         self._emit(result.frame, result, tracking, renderer)
+
+    def _draw(self, frame: Frame, tracking: Tracking, renderer: Renderer) -> None:
+        """Live: a source frame for the image outputs, with the tracks predicted to it."""
+        timestamp = self._timestamp(frame)
+        detections = tracking.predict(timestamp)
+        last = tracking.last_update
+        ahead = None if last is None else (timestamp - last) * 1000
+        status = "no result yet" if ahead is None else f"predicted +{ahead:.0f} ms"
+        image = renderer.render(
+            frame.pixels(),
+            detections,
+            predicted=True,
+            hud=self._hud(status) if self.settings.render.hud else None,
+        )
+        record = build_record(
+            camera=self.camera,
+            run_id=self.run_id,
+            source=frame.source_id,
+            frame_index=frame.index,
+            pts=frame.pts,
+            status=status_text(None),
+            result=None,
+            detections=detections,
+            classification=None,
+        )
+        output = Output(
+            frame=frame, image=image, record=record, source_fps=self.capture.declared_fps
+        )
+        with self._lock:
+            self._counts["drawn"] += 1
+        for worker in self._image_workers:
+            worker.put(output)
 
     def _timestamp(self, frame: Frame) -> float:
         if not self.settings.live and frame.pts is not None:
@@ -516,7 +644,7 @@ class Pipeline:
             self._fail(result.error)
         self._count(result, status)
         image = None
-        if self._wants_image:
+        if self._wants_image and not self._draws_frames:  # live frames are drawn in _draw
             image = renderer.render(
                 frame.pixels(),
                 detections,
@@ -539,7 +667,7 @@ class Pipeline:
         output = Output(
             frame=frame, image=image, record=record, source_fps=self.capture.declared_fps
         )
-        for worker in self._sinks:
+        for worker in self._record_workers if self._draws_frames else self._sinks:
             worker.put(output)
         if self._on_prediction is not None:
             try:
@@ -616,4 +744,6 @@ class Pipeline:
             paused=self.paused,
             last_result_age_s=time.monotonic() - completions[-1] if completions else None,
             converted=capture.converted,
+            drawn=counts.get("drawn", 0),
+            draw_dropped=counts.get("draw_dropped", 0),
         )

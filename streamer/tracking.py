@@ -85,6 +85,11 @@ class Tracking:
                 self._newborn.append((tracked.xyxy[i], (class_id, name, confidence)))
         return tracked
 
+    @property
+    def last_update(self) -> float | None:
+        """The timestamp of the newest detections the tracker took; ``None``: none yet."""
+        return self._last_timestamp
+
     def predict(self, timestamp: float) -> sv.Detections:
         """Where the tracks are at ``timestamp``: Kalman states run forward, tracker untouched."""
         tracks = self._tracks()

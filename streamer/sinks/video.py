@@ -1,11 +1,13 @@
 """Annotated video through PyAV (H.264), keeping the source's timing.
 
-Recorded mode: each frame keeps its own pts from the source on a 1/90000 s clock
-(exact for 30000/1001, 25, 24, 60 fps and for variable-rate files alike), and the
-stream declares the source's rate as an exact fraction. Live mode: a millisecond
-clock and pts from capture times, so a variable output rate plays back at the
+Each frame keeps its own pts from the source on a 1/90000 s clock (exact for
+30000/1001, 25, 24, 60 fps and for variable-rate files alike), and the stream
+declares the source's rate as an exact fraction. Live mode: the source's pts too,
+anchored to the capture clock, which takes over where the source has none and
+where the two part by more than a second (a camera that restarted its clock, a
+reconnect): a live recording has the camera's own timing, and plays back at the
 speed it happened. In both, the encoder's own time base is the stream's, and
-timestamps are made strictly increasing whatever the capture clock did.
+timestamps are made strictly increasing whatever the clocks did.
 
 The file is written under a temporary name and renamed into place when finished
 (``streamer.outputs``): a killed run never leaves an unreadable file at the target.
@@ -29,8 +31,8 @@ __all__ = ["VideoSink"]
 
 log = logging.getLogger(__name__)
 
-RECORDED_TIME_BASE = Fraction(1, 90000)
-LIVE_TIME_BASE = Fraction(1, 1000)
+TIME_BASE = Fraction(1, 90000)
+_REANCHOR_S = 1.0  # source and capture clocks further apart than this: follow capture
 
 
 class VideoSink:
@@ -61,8 +63,9 @@ class VideoSink:
         self._options: dict[str, object] = {"preset": preset, "crf": str(crf)}
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
-        self._time_base = LIVE_TIME_BASE if live else RECORDED_TIME_BASE
+        self._time_base = TIME_BASE
         self._first_capture: float | None = None
+        self._pts_offset: float | None = None  # live: source pts -> output seconds
         self._last_pts = -1
         self.frames = 0
         self.failed = False
@@ -73,7 +76,7 @@ class VideoSink:
             raise SinkError(
                 f"cannot write video {self.path}: {width}x{height} frames are too small"
             )
-        if self.live or not output.source_fps:
+        if not output.source_fps:
             rate = Fraction(30)
         else:
             rate = Fraction(output.source_fps).limit_denominator(1001)
@@ -97,12 +100,18 @@ class VideoSink:
 
     def _pts(self, output: Output) -> int:
         frame = output.frame
-        if self.live or frame.pts is None:
-            if self._first_capture is None:
-                self._first_capture = frame.captured_at
-            seconds = frame.captured_at - self._first_capture
-        else:
+        if self._first_capture is None:
+            self._first_capture = frame.captured_at
+        captured = frame.captured_at - self._first_capture
+        if frame.pts is None:
+            seconds = captured
+        elif not self.live:
             seconds = frame.pts
+        else:
+            offset = self._pts_offset
+            if offset is None or abs(frame.pts + offset - captured) > _REANCHOR_S:
+                offset = self._pts_offset = captured - frame.pts
+            seconds = frame.pts + offset
         pts = round(seconds / self._time_base)
         pts = max(pts, self._last_pts + 1)  # strictly increasing, whatever the source did
         self._last_pts = pts
