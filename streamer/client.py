@@ -204,8 +204,18 @@ class Prepared:
     original_height: int
 
 
-def prepare_image(image: Image, *, max_side: int, quality: int, limit: int) -> Prepared:
+def prepare_image(
+    image: Image,
+    *,
+    max_side: int,
+    quality: int,
+    limit: int,
+    original: tuple[int, int] | None = None,
+) -> Prepared:
     """Shrink so the long side is at most ``max_side``, JPEG, base64; fit under ``limit``.
+
+    ``original``: (width, height) of the frame ``image`` was already shrunk from, which
+    the answer's coordinates are mapped back to (default: ``image``'s own).
 
     If the upload would pass ``limit`` bytes, try lower qualities, then smaller
     sizes; ``RequestTooLarge`` if nothing fits.
@@ -215,18 +225,18 @@ def prepare_image(image: Image, *, max_side: int, quality: int, limit: int) -> P
     height, width = image.shape[:2]
     side = min(max_side, max(height, width))
     for q in sorted({quality, min(quality, 60), min(quality, 40)}, reverse=True):
-        prepared = _encode(image, side, q)
+        prepared = _encode(image, side, q, original)
         if len(prepared.body) + _QUERY_OVERHEAD <= limit:
             return prepared
     while side > 64:
         side = int(side * 0.7)
-        prepared = _encode(image, side, 40)
+        prepared = _encode(image, side, 40, original)
         if len(prepared.body) + _QUERY_OVERHEAD <= limit:
             return prepared
     raise RequestTooLarge(f"frame does not fit the {limit // (1024 * 1024)} MB request limit")
 
 
-def _encode(image: Image, side: int, quality: int) -> Prepared:
+def _encode(image: Image, side: int, quality: int, original: tuple[int, int] | None) -> Prepared:
     height, width = image.shape[:2]
     scale = side / max(height, width)
     if scale < 1:
@@ -241,8 +251,8 @@ def _encode(image: Image, side: int, quality: int) -> Prepared:
         body=base64.b64encode(jpeg.tobytes()),
         width=resized.shape[1],
         height=resized.shape[0],
-        original_width=width,
-        original_height=height,
+        original_width=original[0] if original else width,
+        original_height=original[1] if original else height,
     )
 
 
@@ -546,12 +556,14 @@ class RoboflowClient:
 
         return hashlib.sha256((self._api_key or "").encode()).hexdigest()[:16]
 
-    def prepare(self, image: Image) -> Prepared:
+    def prepare(self, image: Image, *, original: tuple[int, int] | None = None) -> Prepared:
+        """``original``: (width, height) of the frame ``image`` was shrunk from."""
         return prepare_image(
             image,
             max_side=self.target.max_side,
             quality=self.target.jpeg_quality,
             limit=self.target.size_limit,
+            original=original,
         )
 
     def send(

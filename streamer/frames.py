@@ -30,9 +30,24 @@ Image = npt.NDArray[np.uint8]
 class DecodedPicture:
     """A decoder's picture (an ``av.VideoFrame``), converted to BGR once, on first use,
     by whichever thread asks first; ``on_convert`` (set by whoever counts them, e.g. the
-    capture thread) is called on that thread after each conversion."""
+    capture thread) is called on that thread after the first conversion.
 
-    __slots__ = ("_convert", "_image", "_lock", "_picture", "height", "on_convert", "width")
+    A stage that needs no more than a given size (the upload: 640 px) may get the
+    picture shrunk before it is converted (``bgr(fit=...)``): the planes are resized in
+    YUV, where there is half as much to resize, and converted at the small size.
+    """
+
+    __slots__ = (
+        "_convert",
+        "_image",
+        "_lock",
+        "_picture",
+        "_shrink",
+        "_used",
+        "height",
+        "on_convert",
+        "width",
+    )
 
     def __init__(
         self,
@@ -41,25 +56,43 @@ class DecodedPicture:
         width: int,
         height: int,
         convert: Callable[[Any], Image],
+        shrink: Callable[[Any, int], Image | None] | None = None,
     ) -> None:
         """``width``, ``height``: as shown (rotation applied); ``convert``: picture ->
-        upright BGR pixels."""
+        upright BGR pixels; ``shrink``: (picture, long side) -> upright BGR pixels of
+        at most that long side, or ``None`` where it cannot."""
         self._picture: Any = picture
         self._convert = convert
+        self._shrink = shrink
+        self._used = False
         self.on_convert: Callable[[], None] | None = None
         self._image: Image | None = None
         self._lock = threading.Lock()
         self.width = width
         self.height = height
 
-    def bgr(self) -> Image:
+    def bgr(self, fit: int | None = None) -> Image:
+        """Upright BGR pixels: full size, or (``fit``) at most ``fit`` on the long side
+        when that is cheaper (made for the caller, not kept), else full size."""
         with self._lock:
+            wants_small = fit is not None and max(self.width, self.height) > fit
+            if self._image is None and wants_small and self._shrink is not None:
+                assert fit is not None
+                small = self._shrink(self._picture, fit)
+                if small is not None:
+                    self._count()
+                    return small
             if self._image is None:
                 self._image = self._convert(self._picture)
                 self._picture = None  # the decoder's buffer is not needed any more
-                if self.on_convert is not None:
-                    self.on_convert()
+                self._count()
             return self._image
+
+    def _count(self) -> None:
+        if not self._used:
+            self._used = True
+            if self.on_convert is not None:
+                self.on_convert()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,12 +116,14 @@ class Frame:
         if (self.image is None) == (self.decoded is None):
             raise ValueError("a Frame has either an image or a decoded picture")
 
-    def pixels(self) -> Image:
-        """BGR pixels (a decoded picture is converted now, once)."""
+    def pixels(self, fit: int | None = None) -> Image:
+        """BGR pixels (a decoded picture is converted now, once). ``fit``: the caller
+        needs no more than this long side, and may get a smaller image (compare its
+        shape with ``size``)."""
         if self.image is not None:
             return self.image
         assert self.decoded is not None
-        return self.decoded.bgr()
+        return self.decoded.bgr(fit)
 
     @property
     def size(self) -> tuple[int, int]:

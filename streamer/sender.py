@@ -417,7 +417,9 @@ class SenderPool:
             self._finish(job, Status.STALE, timings=Timings(queue_wait=queue_wait))
             return
         try:
-            prepared = self.client.prepare(job.frame.pixels())
+            frame = job.frame
+            image = frame.pixels(fit=self.client.target.max_side)  # small from YUV if cheaper
+            prepared = self.client.prepare(image, original=frame.size)
         except StreamerError as exc:
             error = exc if isinstance(exc, InferenceError) else InferenceError(str(exc))
             self._finish(job, Status.FAILED, error=error, timings=Timings(queue_wait=queue_wait))

@@ -7,13 +7,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
+
+from streamer._av import av
 from streamer.client import RoboflowClient, Target
+from streamer.frames import DecodedPicture
 from streamer.pipeline import Pipeline, PipelineSettings
 from streamer.sampler import SamplerConfig
 from streamer.server import ServerThread
 from streamer.sinks import JsonLinesSink, VideoSink
-from streamer.sources import open_source
-from tests.helpers import decode, records
+from streamer.sources import _bgr, _shrunk_bgr, open_source
+from streamer.synth import Scene
+from tests.helpers import decode, iou, records
 
 
 def _run(clip: Path, server: ServerThread, settings: PipelineSettings, sinks: list) -> Pipeline:
@@ -56,3 +62,36 @@ def test_rendered_frames_are_converted_once_each(
     pipeline = _run(clip, server, settings, [VideoSink(video, live=False)])
     assert len(decode(video)) == 60
     assert pipeline.status().converted == 60  # drawn on: all; sent and drawn: still once
+
+
+def test_uploads_of_large_frames_are_shrunk_in_yuv_and_boxes_land_on_the_full_frame(
+    make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    clip = make_clip(1, width=1280, height=720, fps=30, objects=4, seed=7)
+    settings = PipelineSettings(live=False, sampler=SamplerConfig(live=False, stride=3))
+    pipeline = _run(clip, server, settings, [JsonLinesSink(tmp_path / "out.jsonl")])
+    assert pipeline.status().converted == 10  # the sent ones, each once, at 640 px
+    scene = Scene(width=1280, height=720, fps=30, objects=4, seed=7)
+    inferred = [line for line in records(tmp_path / "out.jsonl") if line["status"] == "ok"]
+    assert len(inferred) == 10
+    for line in inferred:
+        boxes = [(d["x1"], d["y1"], d["x2"], d["y2"]) for d in line["detections"]]
+        for truth in scene.truth(line["frame_index"]):
+            if not truth.occluded:  # found, in 1280x720 pixels although 640x360 was sent
+                assert max(iou(truth.box, box) for box in boxes) > 0.8  # as when converted first
+
+
+def test_a_picture_shrunk_in_yuv_matches_one_converted_then_resized(
+    make_clip: Callable[..., Path],
+) -> None:
+    clip = make_clip(1, width=1280, height=720, fps=30, objects=4, seed=7)
+    with av.open(str(clip)) as container:
+        picture = next(container.decode(video=0))
+        full = DecodedPicture(picture, width=1280, height=720, convert=_bgr)
+        converted = cv2.resize(full.bgr(), (640, 360), interpolation=cv2.INTER_AREA)
+        shrunk = DecodedPicture(
+            picture, width=1280, height=720, convert=_bgr, shrink=_shrunk_bgr
+        ).bgr(fit=640)
+    assert shrunk.shape == (360, 640, 3)
+    assert float(np.abs(shrunk.astype(int) - converted.astype(int)).mean()) < 2.0
+    assert _shrunk_bgr(picture, 1280) is None  # nothing to shrink: the full conversion
