@@ -1,4 +1,4 @@
-"""Many cameras in one process: the shared budget, churn, density.
+"""Many cameras in one process: the shared budget, churn.
 
 Against `streamer serve` in its own process (API latency injected, 429s past its
 rate limit), with the cameras in this process as a `Fleet`:
@@ -9,10 +9,10 @@ rate limit), with the cameras in this process as a `Fleet`:
   three backlogged cameras weighted 1:2:4 and the ratio of their shares;
 - churn: a fleet of 8 live cameras, then C add/remove cycles of a 9th: first result
   after add (p50/p95), the 8 others' inference rate during churn against before,
-  threads, open fds and RSS after against before;
-- density: 720p 25 fps files played live at 5 inference fps each, 1, 2, 4 ... cameras:
-  each camera's inference fps and the process's CPU per camera, beside a decode-only
-  loop of the same streams in the same run (the floor).
+  threads, open fds and RSS after against before.
+
+Density (cameras per machine, CPU per camera against the decode floor) is
+``scripts/bench_density.py``'s.
 
     python scripts/bench_fleet.py [--quick] [--json out.json]
 """
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -33,9 +32,6 @@ from streamer.fleet import Fleet
 from streamer.run import tune_threads
 from streamer.server.runner import ServerProcess
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("STREAMER_SHARED_DIR", REPO.parent / "shared"))
-WALKING = SHARED / "videos" / "supervision_walking.mp4"
 SMALL = "synthetic:?size=160x120&fps=10"
 
 
@@ -196,89 +192,11 @@ def bench_churn(cycles: int, window: float) -> dict[str, Any]:
     }
 
 
-# -- density -------------------------------------------------------------------------------------
-
-
-def _decode_only(streams: int, seconds: float) -> float:
-    """CPU seconds per second for ``streams`` decodes of the clip paced at its own rate
-    (the floor: what the cameras cost before anything is inferred; decoding only, as
-    the decoder's YUV pictures, no conversion)."""
-    from streamer._av import av
-
-    def play(stop: threading.Event) -> None:
-        while not stop.is_set():
-            with av.open(str(WALKING)) as container:
-                stream = container.streams.video[0]
-                fps = float(stream.average_rate or 25)
-                start = time.monotonic()
-                for index, _ in enumerate(container.decode(stream)):
-                    wait = start + index / fps - time.monotonic()
-                    if wait > 0 and stop.wait(wait):
-                        return
-
-    stop = threading.Event()
-    threads = [threading.Thread(target=play, args=(stop,), daemon=True) for _ in range(streams)]
-    cpu, started = _cpu(), time.monotonic()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join(5)
-    return (_cpu() - cpu) / (time.monotonic() - started)
-
-
-def bench_density(counts: list[int], rounds: int) -> list[dict[str, Any]]:
-    """The clip lasts 13.6 s: each round measures 9 s of it (from 3 s in, when every
-    camera streams), and a count's figures are the median of its rounds."""
-    window = 9.0
-    rows = []
-    with ServerProcess("--latency-ms", "200") as server:
-        base = {
-            "api_url": server.url,
-            "model": "shapes/1",
-            "mode": "live",
-            "max_fps": 5,
-            "max_in_flight": 2,
-        }
-        for count in counts:
-            slowest, means, cpus = [], [], []
-            for _ in range(rounds):
-                with Fleet(base) as fleet:
-                    for i in range(count):
-                        fleet.add(f"cam{i}", str(WALKING))
-                    time.sleep(3)
-                    ok_a, cpu, started = _oks(fleet), _cpu(), time.monotonic()
-                    time.sleep(window)
-                    ok_b = _oks(fleet)
-                    elapsed = time.monotonic() - started
-                    cpus.append((_cpu() - cpu) / elapsed)
-                    fleet.stop()
-                rates = [(ok_b[n] - ok_a[n]) / elapsed for n in ok_a]
-                slowest.append(min(rates))
-                means.append(statistics.mean(rates))
-            floor = _decode_only(count, window)
-            cpu_rate = statistics.median(cpus)
-            rows.append(
-                {
-                    "cameras": count,
-                    "min_inference_fps": statistics.median(slowest),
-                    "mean_inference_fps": statistics.median(means),
-                    "sustained": statistics.median(slowest) >= 4.75,
-                    "cpu_per_camera": cpu_rate / count,
-                    "decode_floor_per_camera": floor / count,
-                    "ratio_to_floor": cpu_rate / floor if floor else 0.0,
-                }
-            )
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["budget", "churn", "density"])
-    parser.add_argument("--density", nargs="*", type=int, help="camera counts to try (1 4 8 12 16)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["budget", "churn"])
     args = parser.parse_args()
     tune_threads()
     quick = args.quick
@@ -331,23 +249,6 @@ def main() -> None:
             f"| RSS before / after | {churn['rss_before_mb']:.0f} MB / "
             f"{churn['rss_after_mb']:.0f} MB | +20 MB at most |"
         )
-    if "density" not in args.skip and WALKING.exists():
-        counts = args.density or ([1, 2] if quick else [1, 4, 8, 12, 16])
-        rows = bench_density(counts, 1 if quick else 3)
-        results["density"] = rows
-        print(
-            "\n### Density: 720p 25 fps files played live, 5 inference fps each, API 200 ms (median of rounds)\n"
-        )
-        print("| cameras | slowest camera fps | mean fps | sustained | CPU per camera "
-              "| decode-only floor per camera | ratio to floor |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|")
-        for row in rows:
-            print(
-                f"| {row['cameras']} | {row['min_inference_fps']:.2f} | "
-                f"{row['mean_inference_fps']:.2f} | {'yes' if row['sustained'] else 'no'} | "
-                f"{row['cpu_per_camera']:.3f} | {row['decode_floor_per_camera']:.3f} | "
-                f"{row['ratio_to_floor']:.2f} |"
-            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
