@@ -362,6 +362,11 @@ class Camera:
         if status.drawn or status.draw_dropped:
             behind = f", {status.draw_dropped} not (drawing fell behind)"
             drawn = f"; {status.drawn} drawn{behind if status.draw_dropped else ''}"
+        drawn += "".join(
+            f"; {dropped} not written to the {sink} output"
+            for sink, dropped in status.sink_drops.items()
+            if dropped
+        )
         return (
             f"{status.outputs} frames out ({status.ok} inferred, "
             f"{status.predicted} predicted, {status.failed} failed, {status.stale} stale) "

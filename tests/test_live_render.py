@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from streamer.client import RoboflowClient, Target
+from streamer.frames import Frame
 from streamer.pipeline import Pipeline, PipelineSettings
 from streamer.render import RenderConfig
 from streamer.server import FaultConfig
@@ -124,3 +126,22 @@ def test_without_an_image_output_nothing_is_drawn(
     status = pipeline.status()
     assert status.drawn == 0
     assert status.converted == pipeline.pool.metrics().submitted  # the uploads only
+
+
+def test_a_live_recording_follows_the_capture_clock_where_the_source_clock_jumps(
+    tmp_path: Path,
+) -> None:
+    """A camera that reconnects starts its pts again: the recording goes on at the
+    capture clock's pace, then at the source's again, never backwards."""
+    image = np.full((64, 64, 3), 90, dtype=np.uint8)
+    sink = VideoSink(tmp_path / "jump.mp4", live=True)
+    # (source pts, capture time)
+    stamps: list[tuple[float | None, float]] = [(0.00, 10.00), (0.04, 10.04), (0.08, 10.08)]
+    stamps += [(0.00, 12.00), (0.04, 12.04)]  # reconnected 1.9 s later, pts from 0
+    stamps += [(None, 12.10)]  # a frame without pts
+    for index, (pts, captured) in enumerate(stamps):
+        frame = Frame(image=image, index=index, pts=pts, captured_at=captured)
+        sink.write(Output(frame=frame, image=image, record={}, source_fps=25))
+    sink.close()
+    seconds = [float(t) for t in _times(tmp_path / "jump.mp4")]
+    assert seconds == pytest.approx([0.0, 0.04, 0.08, 2.0, 2.04, 2.1], abs=1e-4)

@@ -59,6 +59,9 @@ class VideoSink:
             self._claim, self._owns_claim = OutputFile.claim(target), True
         self.path = str(self._claim.target)
         self.live = live
+        # live: every source frame comes (25 a second of full-size BGR, 2.7 MB each at
+        # 720p); past 0.6 s behind the encoder the oldest are dropped, not buffered
+        self.queue_size = 16 if live else 64
         self._codec = codec
         self._options: dict[str, object] = {"preset": preset, "crf": str(crf)}
         self._container: av.container.OutputContainer | None = None
