@@ -139,6 +139,10 @@ def pipeline_settings(config: RunConfig, live: bool, target: Target) -> Pipeline
         else config.capture.connect_timeout,
         render=RenderConfig(hud=config.outputs.hud),
         render_fps=config.outputs.render_fps,
+        lines=config.analytics.lines,
+        zones=config.analytics.zones,
+        update_interval=config.analytics.update_interval,
+        snapshots=Path(config.outputs.snapshots) if config.outputs.snapshots else None,
         weight=config.sampler.weight,
         min_fps=config.sampler.min_fps,
     )
@@ -182,32 +186,32 @@ class Outputs:
 
     video: OutputFile | None = None
     jsonl: OutputFile | None = None
+    events: OutputFile | None = None
     sinks: dict[str, Sink] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what became of each, for the summary
 
-    def claim(self, video: str | None, jsonl: str | None) -> None:
-        if video:
-            self.video = OutputFile.claim(video)
-        if jsonl and jsonl != STDOUT:
-            try:
+    def claim(self, video: str | None, jsonl: str | None, events: str | None = None) -> None:
+        try:
+            if video:
+                self.video = OutputFile.claim(video)
+            if jsonl and jsonl != STDOUT:
                 self.jsonl = OutputFile.claim(jsonl)
-            except StreamerError:
-                self.release()
-                raise
+            if events and events != STDOUT:
+                self.events = OutputFile.claim(events)
+        except StreamerError:
+            self.release()
+            raise
 
     def settle(self, keep: bool, errors: dict[str, SinkError], unfinished: set[str]) -> None:
         """``keep``: the camera ended as asked (done, removed or stopped by a signal). A
         sink still writing (``unfinished``) keeps its temporary file where it is: moving
         it now would let the rename race the last writes."""
         for name in sorted(unfinished):
-            claim = self.video if name == "video" else self.jsonl if name == "jsonl" else None
-            if claim is not None:
+            claim = getattr(self, name, None) if name in ("video", "jsonl", "events") else None
+            if isinstance(claim, OutputFile):
                 self.notes.append(f"{name}: not finished in time (left in {claim.temp})")
                 claim.release()
-                if name == "video":
-                    self.video = None
-                else:
-                    self.jsonl = None
+                setattr(self, name, None)
         if self.video is not None:
             video, self.video = self.video, None
             if "video" in errors:
@@ -220,35 +224,52 @@ class Outputs:
                 kept = video.keep_partial()
                 if kept:
                     self.notes.append(f"video: partial, kept as {kept} ({video.target} untouched)")
-        if self.jsonl is not None:
-            jsonl, self.jsonl = self.jsonl, None
-            if "jsonl" in errors or not keep:
-                kept = jsonl.keep_partial()
-                why = f" after: {_short(errors['jsonl'])}" if "jsonl" in errors else ""
-                if kept:
-                    self.notes.append(
-                        f"records: partial, kept as {kept} ({jsonl.target} untouched){why}"
-                    )
-                else:
-                    self.notes.append(f"records: not written{why}")
-            else:
-                done = jsonl.commit()
-                self.notes.append(f"records: {done}")
-        elif "jsonl" in errors:
-            self.notes.append(f"records: stopped ({_short(errors['jsonl'])})")
+        jsonl, events, self.jsonl, self.events = self.jsonl, self.events, None, None
+        self._settle_lines("jsonl", "records", jsonl, keep, errors)
+        self._settle_lines("events", "events", events, keep, errors)
         webhook = self.sinks.get("webhook")
         if isinstance(webhook, WebhookSink):
-            note = f"webhook: {webhook.posted} records posted"
+            what = " and ".join(
+                kind
+                for kind, on in (("records", webhook.records), ("events", webhook.events))
+                if on
+            )
+            note = f"webhook: {webhook.posted} {what} posted"
             if webhook.undelivered:
                 note += f", {webhook.undelivered} not delivered"
             self.notes.append(note)
 
+    def _settle_lines(
+        self,
+        name: str,
+        label: str,
+        claim: OutputFile | None,
+        keep: bool,
+        errors: dict[str, SinkError],
+    ) -> None:
+        """A JSON lines file: committed, or kept aside as partial (it parses line by line)."""
+        if claim is None:
+            if name in errors:
+                self.notes.append(f"{label}: stopped ({_short(errors[name])})")
+            return
+        if name in errors or not keep:
+            kept = claim.keep_partial()
+            why = f" after: {_short(errors[name])}" if name in errors else ""
+            if kept:
+                self.notes.append(
+                    f"{label}: partial, kept as {kept} ({claim.target} untouched){why}"
+                )
+            else:
+                self.notes.append(f"{label}: not written{why}")
+        else:
+            self.notes.append(f"{label}: {claim.commit()}")
+
     def release(self) -> None:
         """After an error before or during the run: keep whatever was written, aside."""
-        for claim in (self.video, self.jsonl):
+        for claim in (self.video, self.jsonl, self.events):
             if claim is not None:
                 claim.keep_partial()
-        self.video = self.jsonl = None
+        self.video = self.jsonl = self.events = None
 
 
 class Camera:

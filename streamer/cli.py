@@ -280,8 +280,8 @@ def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
 
     for item in settings_fields():
         flag = item.metadata.get("flag")
-        if flag == "":
-            continue  # given as SOURCE
+        if flag == "" or item.metadata.get("config_only"):
+            continue  # given as SOURCE, or in a config file only
         if isinstance(item.default, bool):
             run.add_argument(
                 str(flag), dest=item.name, action="store_const", const=not item.default,

@@ -6,7 +6,8 @@
                ├─ target:  TargetSettings    model/workflow, API URL and key, thresholds, upload
                ├─ sender:  SenderSettings    in flight, deadline, timeouts, retries, rate limit
                ├─ sampler: SamplerSettings   max_fps, every, motion gate, weight, min_fps
-               ├─ outputs: OutputSettings    video, JSON lines, webhook, window, HUD
+               ├─ outputs: OutputSettings    video, JSON lines, events, webhook, window, HUD
+               ├─ analytics: AnalyticsSettings counting lines, zones, track reports
                └─ run:     RunSettings       the whole run's: progress, control API
 
 Each leaf is written once, with ``setting()``: its default, its help and its range.
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from streamer.analytics import LineSpec, ZoneSpec, parse_lines, parse_zones
 from streamer.errors import ConfigError
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
 Mode = Literal["live", "recorded"]
 Reconnect = Literal["after-start", "forever"]
 KeyTransport = Literal["query", "header", "both"]
+WebhookPayload = Literal["records", "events", "both"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -74,10 +77,12 @@ def setting(
     low_allowed: bool = False,
     flag: str | None = None,
     parse: str | None = None,
+    config_only: bool = False,
 ) -> Any:
     """A settings field: its default, its help (the flag's and the docs'), its range
     (every number is also refused when it is not finite), and how the command line
-    spells and reads it (``flag``: e.g. ``--no-hud``; ``parse``: ``threshold``)."""
+    spells and reads it (``flag``: e.g. ``--no-hud``; ``parse``: ``threshold``;
+    ``config_only``: no flag, a structure only a config file can hold)."""
     return field(
         default=default,
         metadata={
@@ -85,6 +90,7 @@ def setting(
             "range": None if low is None else (low, high, low_allowed),
             "flag": flag,
             "parse": parse,
+            "config_only": config_only,
         },
     )
 
@@ -278,6 +284,19 @@ class OutputSettings:
         None, "write one JSON record per output frame here ('-' for stdout)"
     )
     webhook: str | None = setting(None, "POST batches of records to this URL")
+    snapshots: str | None = setting(
+        None,
+        "write a JPEG of each track's best frame (its box drawn) into this folder; the "
+        "path goes in the track_end event",
+    )
+    webhook_payload: WebhookPayload = setting(
+        "records", "what the webhook gets: records, events (analytics) or both"
+    )
+    events: str | None = setting(
+        None,
+        "write the analytics events (lines crossed, zones entered and left, tracks) here, "
+        "one JSON object a line ('-' for stdout)",
+    )
     show: bool = setting(False, "show a window (q, Esc quit)", flag="--show")
     render_fps: float = setting(
         0.0,
@@ -296,6 +315,23 @@ class OutputSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AnalyticsSettings:
+    """Counting lines and zones (from the config file: name, points, classes, anchor,
+    inertia; zones also loiter_seconds), and how often tracks are reported."""
+
+    lines: tuple[LineSpec, ...] = setting((), "counting lines", config_only=True)
+    zones: tuple[ZoneSpec, ...] = setting((), "zones", config_only=True)
+    update_interval: float = setting(
+        5.0, "seconds between two track_update events of one track", low=0, high=86_400
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lines", parse_lines(self.lines))
+        object.__setattr__(self, "zones", parse_zones(self.zones))
+        _validate(self)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """The whole run's, not one camera's: refused inside a ``cameras:`` entry."""
 
@@ -306,6 +342,17 @@ class RunSettings:
         None,
         "HOST:PORT: serve the control API there (cameras added, removed, paused over HTTP; "
         "stats); the run then lasts until a signal",
+    )
+    mqtt: str | None = setting(
+        None,
+        "mqtt://[user:pass@]host[:1883] (mqtts:// for TLS): publish analytics events and "
+        "counts there",
+    )
+    mqtt_topic: str = setting("streamer", "the MQTT topics' prefix")
+    mqtt_required: bool = setting(
+        False,
+        "fail (exit 7) when the MQTT broker does not answer at start, instead of retrying",
+        flag="--mqtt-required",
     )
     web_token: str | None = setting(
         None,
@@ -323,6 +370,7 @@ GROUPS: dict[str, type[Any]] = {
     "sender": SenderSettings,
     "sampler": SamplerSettings,
     "outputs": OutputSettings,
+    "analytics": AnalyticsSettings,
     "run": RunSettings,
 }
 # YAML key / flag name -> its group: one flat namespace, every name in one group.
@@ -348,6 +396,7 @@ class RunConfig:
     sender: SenderSettings = field(default_factory=SenderSettings)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     outputs: OutputSettings = field(default_factory=OutputSettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     run: RunSettings = field(default_factory=RunSettings)
 
     @classmethod

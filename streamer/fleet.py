@@ -68,6 +68,7 @@ from streamer.exits import (
     EXIT_SIGTERM,
     worst,
 )
+from streamer.mqtt import MqttPublisher
 from streamer.outputs import STDOUT, OutputFile, check_outputs
 from streamer.pipeline import Pipeline, PipelineStatus, camera_name, new_run_id
 from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
@@ -90,38 +91,46 @@ StatusChange = Callable[[str, StateEvent], None]
 
 class SharedLines:
     """One JSON lines file (or stdout) written by several cameras: one writer thread,
-    each camera handing it records through its own small ``Sink``."""
+    each camera handing it records (or events) through its own small ``Sink``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, events: bool = False) -> None:
         self.path = path
+        self.events = events
+        self.label = "events" if events else "records"
         self.claim = OutputFile.claim(path) if path != STDOUT else None
-        self.sink = JsonLinesSink(self.claim if self.claim is not None else STDOUT)
+        self.sink = JsonLinesSink(self.claim if self.claim is not None else STDOUT, events=events)
         self.worker = SinkWorker(
-            self.sink, capacity=256, policy=DropPolicy.BLOCK, thread_name="streamer-sink-jsonl"
+            self.sink,
+            capacity=256,
+            policy=DropPolicy.BLOCK,
+            thread_name=f"streamer-sink-{self.sink.name}",
         ).start()
 
     def for_camera(self) -> Sink:
-        return _ToSharedLines(self.worker)
+        return _ToSharedLines(self.worker, events=self.events)
 
     def close(self, keep: bool) -> str:
         self.worker.close(timeout=10.0)
         if self.claim is None:
-            return "records: stdout"
+            return f"{self.label}: stdout"
         if self.worker.error is not None or not keep:
             kept = self.claim.keep_partial()
-            return f"records: partial, kept as {kept}" if kept else "records: not written"
-        return f"records: {self.claim.commit()}"
+            return (
+                f"{self.label}: partial, kept as {kept}" if kept else f"{self.label}: not written"
+            )
+        return f"{self.label}: {self.claim.commit()}"
 
 
 class _ToSharedLines:
     """A camera's view of a shared JSON lines file (closing it closes nothing)."""
 
-    name = "jsonl"
     wants_image = False
     queue_size = 64
 
-    def __init__(self, worker: SinkWorker) -> None:
+    def __init__(self, worker: SinkWorker, *, events: bool) -> None:
         self._worker = worker
+        self.events = events
+        self.name = "events" if events else "jsonl"
 
     def write(self, output: Output) -> None:
         if self._worker.error is not None:
@@ -130,6 +139,29 @@ class _ToSharedLines:
 
     def close(self) -> None:
         """The shared writer is the fleet's to close."""
+
+
+def _snapshot_folder(path: str) -> None:
+    """The snapshots folder, made if missing; ``ConfigError`` when it cannot be."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--snapshots {path} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--snapshots {path}: cannot make the folder ({exc.strerror})") from exc
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """One camera's output paths, templates filled in."""
+
+    video: str | None
+    jsonl: str | None
+    events: str | None
+    shared_jsonl: bool  # the fleet's one records file
+    shared_events: bool
+    inputs: list[Path]  # what the camera reads: no output may go there
 
 
 @dataclass(frozen=True)
@@ -183,12 +215,16 @@ class Fleet:
         on_end: Callable[[Camera], None] | None = None,
         on_quit: Callable[[], None] | None = None,
         on_note: Callable[[str], None] | None = None,
+        mqtt: MqttPublisher | None = None,
     ) -> None:
         """``base``: settings every camera starts from (``RunConfig`` fields, checked
         again per camera). ``share_outputs``: a JSON lines path without ``{camera}``
         is one file for every camera (records tell them apart by ``camera``); else a
         second camera on it is refused. ``on_quit``: a window's q or Esc. ``on_note``:
-        a line for the person running it (which server answers), else logged."""
+        a line for the person running it (which server answers), else logged.
+        ``mqtt``: the run's broker connection (started by the caller, closed by it after
+        the fleet): every camera publishes its events and counts there."""
+        self.mqtt = mqtt
         self.base = {k: v for k, v in (base or {}).items() if k not in RUN_WIDE and k != "name"}
         self.models_dir = models_dir
         self.config_path = config_path
@@ -273,9 +309,12 @@ class Fleet:
             return name
 
     def _build(self, name: str, config: RunConfig, source: Source, claimed: list[str]) -> Camera:
-        video, jsonl, shared_jsonl, inputs = self._output_paths(name, config, source, claimed)
+        paths = self._output_paths(name, config, source, claimed)
+        video, jsonl, events, inputs = paths.video, paths.jsonl, paths.events, paths.inputs
         if config.outputs.webhook:
             check_webhook_url(config.outputs.webhook)
+        if config.outputs.snapshots:
+            _snapshot_folder(config.outputs.snapshots)
         if config.outputs.show and (problem := display_problem()) is not None:
             raise SinkError(f"--show needs a display, and {problem}; use --output instead")
         if not source.is_live:
@@ -309,12 +348,16 @@ class Fleet:
                 preflight(client, max_retry_wait=config.sender.max_retry_wait)
                 with self._lock:
                     self._checked_targets.add(checked)
-            outputs.claim(video, None if shared_jsonl else jsonl)
+            outputs.claim(
+                video,
+                None if paths.shared_jsonl else jsonl,
+                None if paths.shared_events else events,
+            )
             cap = rate_limit(config, target)
             budget = (
                 self.budgets.for_key(client.api_key_fingerprint, target.host, cap) if cap else None
             )
-            sinks = self._sinks(name, config, live, outputs, jsonl, shared_jsonl=shared_jsonl)
+            sinks = self._sinks(name, config, live, outputs, paths)
             pipeline = Pipeline(
                 source,
                 client,
@@ -345,20 +388,25 @@ class Fleet:
 
     def _output_paths(
         self, name: str, config: RunConfig, source: Source, claimed: list[str]
-    ) -> tuple[str | None, str | None, bool, list[Path]]:
-        """The camera's video and records paths (templates filled in), whether the
-        records go to the fleet's shared file, and the files it reads; ``ConfigError``
-        when an output would write over any camera's input or another's video."""
+    ) -> _Paths:
+        """The camera's video, records and events paths (templates filled in), whether
+        records and events go to the fleet's shared files, and the files it reads;
+        ``ConfigError`` when an output would write over any camera's input or another's
+        video."""
         shared_jsonl = self._shares(config.outputs.jsonl)
+        shared_events = self._shares(config.outputs.events)
         video = self._unused(_expand(config.outputs.output, name), name, "--output", claimed)
         jsonl = _expand(config.outputs.jsonl, name)
         if not shared_jsonl:
             jsonl = self._unused(jsonl, name, "--jsonl", claimed)
+        events = _expand(config.outputs.events, name)
+        if not shared_events:
+            events = self._unused(events, name, "--events", claimed)
         inputs = inputs_of(source, self.config_path)
         with self._lock:
             others = [path for paths in self._inputs.values() for path in paths]
-        check_outputs([*inputs, *others], {"--output": video, "--jsonl": jsonl})
-        return video, jsonl, shared_jsonl, inputs
+        check_outputs([*inputs, *others], {"--output": video, "--jsonl": jsonl, "--events": events})
+        return _Paths(video, jsonl, events, shared_jsonl, shared_events, inputs)
 
     def _unused(self, path: str | None, name: str, flag: str, claimed: list[str]) -> str | None:
         """``path`` for camera ``name``: ``ConfigError`` when another camera of this fleet
@@ -384,10 +432,10 @@ class Fleet:
             claimed.append(key)
         return str(candidate)
 
-    def _shares(self, jsonl: str | None) -> bool:
-        """Whether the records path is the fleet's one file for every camera, not the
-        camera's own (``{camera}`` in the path)."""
-        return bool(jsonl) and self.share_outputs and CAMERA_TEMPLATE not in (jsonl or "")
+    def _shares(self, lines: str | None) -> bool:
+        """Whether a records (events) path is the fleet's one file for every camera, not
+        the camera's own (``{camera}`` in the path)."""
+        return bool(lines) and self.share_outputs and CAMERA_TEMPLATE not in (lines or "")
 
     def _sinks(
         self,
@@ -395,30 +443,44 @@ class Fleet:
         config: RunConfig,
         live: bool,
         outputs: Outputs,
-        jsonl: str | None,
-        *,
-        shared_jsonl: bool,
+        paths: _Paths,
     ) -> list[Sink]:
         sinks: list[Sink] = []
         if outputs.video is not None:
             sinks.append(VideoSink(outputs.video, live=live))
-        if jsonl and shared_jsonl:
-            sinks.append(self._lines(jsonl).for_camera())
-        elif jsonl:
+        if paths.jsonl and paths.shared_jsonl:
+            sinks.append(self._lines(paths.jsonl).for_camera())
+        elif paths.jsonl:
             sinks.append(JsonLinesSink(outputs.jsonl if outputs.jsonl is not None else STDOUT))
+        if paths.events and paths.shared_events:
+            sinks.append(self._lines(paths.events, events=True).for_camera())
+        elif paths.events:
+            target = outputs.events if outputs.events is not None else STDOUT
+            sinks.append(JsonLinesSink(target, events=True))
         if config.outputs.webhook:
-            sinks.append(WebhookSink(config.outputs.webhook))
+            payload = config.outputs.webhook_payload
+            sinks.append(
+                WebhookSink(
+                    config.outputs.webhook,
+                    records=payload in ("records", "both"),
+                    events=payload in ("events", "both"),
+                )
+            )
         if config.outputs.show:
             sinks.append(DisplaySink(f"streamer {name}", on_quit=self._quit))
+        if self.mqtt is not None:
+            sinks.append(self.mqtt.for_camera(name))
         outputs.sinks = {sink.name: sink for sink in sinks}
         return sinks
 
-    def _lines(self, path: str) -> SharedLines:
+    def _lines(self, path: str, *, events: bool = False) -> SharedLines:
         key = path if path == STDOUT else str(Path(path).resolve())
         with self._lock:
             shared = self._shared_lines.get(key)
             if shared is None:
-                shared = self._shared_lines[key] = SharedLines(path)
+                shared = self._shared_lines[key] = SharedLines(path, events=events)
+            elif shared.events != events:
+                raise ConfigError(f"{path} cannot take both the records and the events")
             return shared
 
     def _quit(self) -> None:

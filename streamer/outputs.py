@@ -89,16 +89,20 @@ def check_outputs(inputs: Iterable[str | Path], outputs: Mapping[str, str | None
     """Refuse, before anything is opened, outputs that cannot be written or would destroy
     an input (the source, the config file) or another output.
 
-    ``outputs`` maps a flag (``--output``, ``--jsonl``) to its path; ``None`` is unset.
-    Only ``--jsonl`` may be ``-`` (stdout). ``--output`` must be a container for H.264.
+    ``outputs`` maps a flag (``--output``, ``--jsonl``, ``--events``) to its path;
+    ``None`` is unset. ``--jsonl`` or ``--events`` may be ``-`` (stdout), not both.
+    ``--output`` must be a container for H.264.
     """
     sources = [Path(p) for p in inputs]
     given = {flag: path for flag, path in outputs.items() if path is not None}
+    to_stdout = [flag for flag, path in given.items() if path == STDOUT]
+    if len(to_stdout) > 1:
+        raise ConfigError(f"{to_stdout[0]} and {to_stdout[1]} cannot both go to stdout ('-')")
     for flag, path in given.items():
         if not path.strip():
             raise ConfigError(f"{flag} needs a file name")
         if path == STDOUT:
-            if flag == "--jsonl":
+            if flag in ("--jsonl", "--events"):
                 continue
             raise ConfigError(f"{flag} cannot be '-' (stdout); give a file name")
         if Path(path).is_dir():

@@ -40,10 +40,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import supervision as sv
 
+from streamer.analytics import Analytics, LineSpec, ZoneSpec
 from streamer.budget import RateBudget
 from streamer.capture import CaptureConfig, CaptureThread, ReconnectPolicy, SourceState, StateEvent
 from streamer.client import RoboflowClient
@@ -178,6 +180,10 @@ class PipelineSettings:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     queue_size: int = 32  # recorded: frames buffered between stages
     render_fps: float = 0.0  # live, with an image output: frames drawn per second; 0: all
+    lines: tuple[LineSpec, ...] = ()  # counting lines
+    zones: tuple[ZoneSpec, ...] = ()
+    update_interval: float = 5.0  # seconds between two track_update events of a track
+    snapshots: Path | None = None  # folder for each ended track's best frame (JPEG)
     weight: float = 1.0  # this camera's part of a shared budget, against the others'
     min_fps: float = 0.0  # requests/s this camera gets first when the budget allows
 
@@ -294,6 +300,11 @@ class Pipeline:
         self.all_sinks_failed = False
         self._wants_image = any(s.wants_image for s in sinks)
         self._image_workers = [w for w in self._sinks if w.sink.wants_image]
+        # analytics: with lines or zones (counts in records, drawn), or an events output
+        self._wants_events = any(getattr(s, "events", False) is True for s in sinks)
+        self._counts_anything = bool(settings.lines or settings.zones)
+        self._analytics: Analytics | None = None  # render thread only, from the first frame
+        self._last_frame: Frame | None = None
         self._record_workers = [w for w in self._sinks if not w.sink.wants_image]
         # recorded: (frame, future | None) in frame order; live: the inbox
         self._render_queue: queue.Queue[object] = queue.Queue(maxsize=settings.queue_size)
@@ -548,6 +559,7 @@ class Pipeline:
                     fps = self.capture.declared_fps or 30.0
                     tracking = Tracking(fps, self.settings.tracker)
                     renderer = Renderer(self.settings.render, fps=fps)
+                    self._start_analytics(item)
                 if isinstance(item, Result):
                     self._render_live(item, tracking, renderer)
                 elif isinstance(item, Frame):
@@ -560,12 +572,51 @@ class Pipeline:
                 if isinstance(self.error, _FATAL):
                     self._stop.set()
                     break
+            self._finish_analytics()
         except Exception:
             log.exception("render thread failed")
             self._fail(StreamerError("internal error in the render thread"))
             self._stop.set()
         finally:
             self._finished.set()
+
+    def _start_analytics(self, item: object) -> None:
+        """Lines and zones need the frame size: built with the first item."""
+        if not (self._counts_anything or self._wants_events):
+            return
+        frame = (
+            item.frame
+            if isinstance(item, Result | _Pending)
+            else item
+            if isinstance(item, Frame)
+            else None
+        )
+        if frame is None:
+            return
+        self._analytics = Analytics(
+            self.settings.lines,
+            self.settings.zones,
+            size=frame.size,
+            camera=self.camera,
+            run_id=self.run_id,
+            lost_after=self.settings.tracker.lost_track_seconds,
+            update_interval=self.settings.update_interval,
+            lifecycle=self._wants_events,
+            snapshots=self.settings.snapshots,
+        )
+
+    def _finish_analytics(self) -> None:
+        """The run ended: the tracks still open end, their events go out last."""
+        analytics, frame = self._analytics, self._last_frame
+        if analytics is None or frame is None:
+            return
+        events = analytics.finish(frame, self._timestamp(frame))
+        for note in analytics.never_seen():
+            log.warning("%s: %s (check the class names)", self.camera, note)
+        if events:
+            output = Output(frame=frame, image=None, record={}, events=tuple(events))
+            for worker in self._record_workers:
+                worker.put(output)
 
     def _next_item(self) -> object | None:
         if self.settings.live:
@@ -605,6 +656,7 @@ class Pipeline:
             detections,
             predicted=True,
             hud=self._hud(status) if self.settings.render.hud else None,
+            overlay=self._analytics.draw if self._counts_anything and self._analytics else None,
         )
         record = build_record(
             camera=self.camera,
@@ -643,6 +695,10 @@ class Pipeline:
         if result is not None and isinstance(result.error, _FATAL):
             self._fail(result.error)
         self._count(result, status)
+        events: list[dict[str, object]] = []
+        if self._analytics is not None:
+            events = self._analytics.update(detections, frame, timestamp)
+            self._last_frame = frame
         image = None
         if self._wants_image and not self._draws_frames:  # live frames are drawn in _draw
             image = renderer.render(
@@ -652,6 +708,7 @@ class Pipeline:
                 keypoints=prediction.keypoints if prediction is not None else None,
                 classification=prediction.classification if prediction is not None else None,
                 hud=self._hud(status) if self.settings.render.hud else None,
+                overlay=self._analytics.draw if self._counts_anything and self._analytics else None,
             )
         record = build_record(
             camera=self.camera,
@@ -664,8 +721,14 @@ class Pipeline:
             detections=detections,
             classification=prediction.classification if prediction is not None else None,
         )
+        if self._counts_anything and self._analytics is not None:
+            record.update(self._analytics.counts())
         output = Output(
-            frame=frame, image=image, record=record, source_fps=self.capture.declared_fps
+            frame=frame,
+            image=image,
+            record=record,
+            source_fps=self.capture.declared_fps,
+            events=tuple(events),
         )
         for worker in self._record_workers if self._draws_frames else self._sinks:
             worker.put(output)

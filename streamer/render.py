@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -74,8 +75,12 @@ class Renderer:
         keypoints: sv.KeyPoints | None = None,
         classification: Classification | None = None,
         hud: Hud | None = None,
+        overlay: Callable[[Image], Image] | None = None,
     ) -> Image:
+        """``overlay``: draws on the copy first, under the boxes (zones and lines)."""
         canvas = image.copy()
+        if overlay is not None:
+            canvas = overlay(canvas)
         labels = _labels(detections, predicted)
         has_ids = detections.tracker_id is not None
         coloured = _colourable(detections)  # supervision colours by track id: -1 gets colour 0

@@ -35,6 +35,7 @@ from streamer.exits import (
     worst,
 )
 from streamer.fleet import Camera, Fleet
+from streamer.mqtt import MqttPublisher
 from streamer.pipeline import PipelineStatus, camera_name
 from streamer.sinks.display import PUMP_INTERVAL_S, DisplaySink
 
@@ -194,7 +195,7 @@ def _drive(run: _Run, progress: bool) -> None:
     interactive = progress and sys.stderr.isatty()
     every = 0.25 if interactive else 5.0
     displays = _displays(fleet)
-    last_line = 0.0
+    last_line = last_stats = 0.0
     while not run.received:
         if fleet.wait(PUMP_INTERVAL_S if displays else 0.25) and not run.keep_running:
             break
@@ -208,8 +209,34 @@ def _drive(run: _Run, progress: bool) -> None:
             end = "" if interactive else "\n"
             print(("\r" + line) if interactive else line, end=end, file=sys.stderr)
             last_line = time.monotonic()
+        if fleet.mqtt is not None and time.monotonic() - last_stats >= STATS_INTERVAL_S:
+            fleet.mqtt.publish_stats(_stats(fleet))
+            last_stats = time.monotonic()
     if progress:
         print(("\r" if interactive else "") + _line(run, started), file=sys.stderr)
+
+
+STATS_INTERVAL_S = 10.0  # how often streamer/stats is published
+
+
+def _stats(fleet: Fleet) -> dict[str, Any]:
+    """Every camera's figures, for ``streamer/stats`` (the same as the control API's)."""
+    return {
+        "run_id": fleet.run_id,
+        "wall_time": round(time.time(), 3),
+        "cameras": {
+            name: {
+                "state": status.source_state,
+                "frames": status.frames,
+                "inferred": status.ok,
+                "failed": status.failed,
+                "inference_fps": status.inference_fps,
+                "source_fps": status.source_fps,
+                "result_age_p95_ms": status.result_age_p95_ms,
+            }
+            for name, status in fleet.status().cameras.items()
+        },
+    }
 
 
 def _line(run: _Run, started: float) -> str:
@@ -257,6 +284,7 @@ def run(
     wide = settings.run
     single = len(settings.cameras) == 1 and wide.web is None
     quit_run: list[_Run] = []
+    mqtt = MqttPublisher(wide.mqtt, topic=wide.mqtt_topic) if wide.mqtt else None
     fleet = Fleet(
         settings.base,
         models_dir=models_dir,
@@ -265,6 +293,7 @@ def run(
         on_note=lambda note: print(f"streamer: {note}", file=sys.stderr),
         on_quit=lambda: quit_run[0].fleet.stop() if quit_run else None,
         on_end=None if single else _said_at_once,
+        mqtt=mqtt,
     )
     current = _Run(
         fleet,
@@ -291,15 +320,25 @@ def run(
                     ) from exc
                 web = start_control_server(fleet, wide.web, wide.web_token)
                 print(f"streamer: control API on {web.url}", file=sys.stderr)
+            if mqtt is not None:  # before any camera: --mqtt-required fails the run first
+                mqtt.start(required=wide.mqtt_required)
             current.start_cameras()
             _drive(current, wide.progress)
     finally:
         if web is not None:
             web.close()
         shared_notes = fleet.close()
+        if mqtt is not None:
+            mqtt.close()
+            shared_notes.append(_mqtt_note(mqtt))
         for display in _displays(fleet):
             display.destroy()
     return _report(current, shared_notes)
+
+
+def _mqtt_note(mqtt: MqttPublisher) -> str:
+    note = f"mqtt: {mqtt.published} messages to {mqtt.target.shown}"
+    return note + (f", {mqtt.dropped} dropped (outbox full)" if mqtt.dropped else "")
 
 
 def _said_at_once(camera: Camera) -> None:

@@ -43,7 +43,9 @@ __all__ = ["ControlServer", "parse_bind", "start_control_server"]
 READY_ANSWER_S = 30.0  # /ready: a sending camera's last answer is at most this old
 # Settings a camera added over HTTP takes from the run, never from the request: they
 # name files to write, URLs to send frames (and the key) to, or a window to open.
-NOT_OVER_HTTP = frozenset({"output", "jsonl", "webhook", "api_url", "api_key", "show"})
+NOT_OVER_HTTP = frozenset(
+    {"output", "jsonl", "events", "snapshots", "webhook", "api_url", "api_key", "show"}
+)
 
 
 def parse_bind(text: str) -> tuple[str, int]:

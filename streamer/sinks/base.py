@@ -25,12 +25,15 @@ _IDLE_S = 0.5
 
 @dataclass(frozen=True)
 class Output:
-    """One output frame: the annotated image (if any sink needs it) and its record."""
+    """One output frame: the annotated image (if any sink needs it), its record, and the
+    analytics events it caused. At the end of a run, the events of the tracks still
+    open come in an output with no record (``record`` empty: nothing to write)."""
 
     frame: Frame
     image: npt.NDArray[np.uint8] | None
     record: dict[str, Any]
     source_fps: float | None = None
+    events: tuple[dict[str, Any], ...] = ()
 
 
 class Sink(Protocol):

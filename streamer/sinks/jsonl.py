@@ -1,4 +1,5 @@
-"""JSON lines: one record per output frame, to a file or stdout, flushed line by line.
+"""JSON lines: one record per output frame (or, as the events output, one analytics
+event a line), to a file or stdout, flushed line by line.
 
 A file is written under a temporary name and renamed into place when finished
 (``streamer.outputs``); a write that fails (disk full) is cut back to the last whole
@@ -22,12 +23,14 @@ __all__ = ["JsonLinesSink"]
 
 
 class JsonLinesSink:
-    name = "jsonl"
     wants_image = False
 
-    def __init__(self, target: str | Path | OutputFile) -> None:
+    def __init__(self, target: str | Path | OutputFile, *, events: bool = False) -> None:
         """``target``: a path (claimed here, committed on close), ``-`` for stdout, or an
-        ``OutputFile`` claimed by the caller, who then commits it."""
+        ``OutputFile`` claimed by the caller, who then commits it. ``events``: write the
+        outputs' analytics events, not their records."""
+        self.events = events
+        self.name = "events" if events else "jsonl"
         self._claim: OutputFile | None = None
         self._owns_claim = False
         if isinstance(target, OutputFile):
@@ -42,7 +45,10 @@ class JsonLinesSink:
         self.failed = False
 
     def write(self, output: Output) -> None:
-        line = json.dumps(output.record, separators=(",", ":")) + "\n"
+        items = output.events if self.events else [output.record] if output.record else []
+        if not items:
+            return
+        line = "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in items)
         try:
             self._file.write(line)
             if self._claim is None:
@@ -57,7 +63,7 @@ class JsonLinesSink:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise SinkError(f"cannot write JSON lines to {self.target}: {reason}") from exc
         self._good += len(line.encode())
-        self.lines += 1
+        self.lines += len(items)
 
     def _cut_to_whole_lines(self) -> None:
         if self._claim is None:

@@ -36,10 +36,11 @@ def check_webhook_url(url: str) -> httpx.URL:
 
 
 class WebhookSink:
-    """Batches records and POSTs them as a JSON array; TLS is verified.
+    """Batches records (and/or analytics events) and POSTs them as a JSON array; TLS is
+    verified. An event is told from a record by its ``event`` key.
 
-    The outbox holds at most ``outbox`` records: when the endpoint is down longer
-    than that, the oldest are dropped and counted, and the pipeline never waits.
+    The outbox holds at most ``outbox`` items: when the endpoint is down longer than
+    that, the oldest are dropped and counted, and the pipeline never waits.
     """
 
     name = "webhook"
@@ -60,9 +61,15 @@ class WebhookSink:
         outbox: int = 1000,
         retries: int = 3,
         timeout: float = 5.0,
+        records: bool = True,
+        events: bool = False,
     ) -> None:
+        """``records``, ``events``: what is posted (the pipeline makes analytics events
+        only for a sink that wants them)."""
         check_webhook_url(url)
         self.url = url
+        self.records = records
+        self.events = events
         self.batch_size = batch_size
         self.interval = interval
         self.retries = retries
@@ -80,9 +87,13 @@ class WebhookSink:
         return self.dropped + len(self._outbox)
 
     def write(self, output: Output) -> None:
-        if len(self._outbox) == self._outbox.maxlen:
-            self.dropped += 1
-        self._outbox.append(output.record)
+        items = [output.record] if self.records and output.record else []
+        if self.events:
+            items.extend(output.events)
+        for item in items:
+            if len(self._outbox) == self._outbox.maxlen:
+                self.dropped += 1
+            self._outbox.append(item)
         if len(self._outbox) >= self.batch_size:
             self._post()
 
