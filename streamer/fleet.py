@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -37,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import supervision as sv
@@ -68,6 +69,7 @@ from streamer.exits import (
     EXIT_SIGTERM,
     worst,
 )
+from streamer.frames import Result
 from streamer.mqtt import MqttPublisher
 from streamer.outputs import STDOUT, OutputFile, check_outputs
 from streamer.pipeline import Pipeline, PipelineStatus, camera_name, new_run_id
@@ -77,6 +79,9 @@ from streamer.sinks.display import display_problem
 from streamer.sinks.webhook import check_webhook_url
 from streamer.sources import Source, SyntheticSource, Timeouts, open_source
 from streamer.transport import SharedTransport
+
+if TYPE_CHECKING:  # prometheus-client comes with the server extra, as the web server
+    from streamer.metrics import FleetMetrics
 
 __all__ = ["Camera", "CameraInfo", "Fleet", "FleetStatus"]
 
@@ -225,6 +230,9 @@ class Fleet:
         ``mqtt``: the run's broker connection (started by the caller, closed by it after
         the fleet): every camera publishes its events and counts there."""
         self.mqtt = mqtt
+        # Prometheus metrics (``streamer.metrics.FleetMetrics``), when the web server
+        # serves them: every camera's results are observed there
+        self.metrics: FleetMetrics | None = None
         self.base = {k: v for k, v in (base or {}).items() if k not in RUN_WIDE and k != "name"}
         self.models_dir = models_dir
         self.config_path = config_path
@@ -367,6 +375,7 @@ class Fleet:
                 camera=name,
                 run_id=self.run_id,
                 on_prediction=self._prediction_callback(name),
+                observe=functools.partial(self._observe, name),
                 on_status=self._status_callback(name),
             )
         except BaseException:
@@ -519,6 +528,11 @@ class Fleet:
             return None
         return lambda output, detections: callback(name, output, detections)
 
+    def _observe(self, name: str, result: Result) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.observe(name, result)
+
     def _status_callback(self, name: str) -> Callable[[StateEvent], None] | None:
         callback = self._on_status
         if callback is None:
@@ -545,6 +559,8 @@ class Fleet:
             self._cameras.pop(name, None)
             self._inputs.pop(name, None)
             self._changed.notify_all()
+        if self.metrics is not None:
+            self.metrics.forget(name)
         self._ended(camera)
         log.info("camera %s removed", name)
         return camera

@@ -224,7 +224,8 @@ class PipelineStatus:
 class Pipeline:
     """Wires the stages and owns their threads; a context manager.
 
-    Callbacks and the thread each runs on: ``on_prediction(output, detections)`` on
+    Callbacks and the thread each runs on: ``observe(result)`` on the render thread,
+    once per result handed on (metrics); ``on_prediction(output, detections)`` on
     ``streamer-render-<camera>``, once per output frame (live: once per result, not
     per drawn frame); ``on_status(event)`` on the
     capture thread ``streamer-capture-<camera>``, at each state change. Keep them short: they
@@ -244,6 +245,7 @@ class Pipeline:
         budget: RateBudget | None = None,
         camera: str | None = None,
         run_id: str | None = None,
+        observe: Callable[[Result], None] | None = None,
     ) -> None:
         """``budget``: the API key's shared request budget (``Budgets.for_key``), else
         the pool's own from ``settings.sender.rate_limit``. ``camera``: the name in
@@ -255,6 +257,7 @@ class Pipeline:
         self.run_id = run_id or new_run_id()
         self._on_prediction = on_prediction
         self._on_status = on_status
+        self._observe = observe
         self._stop = threading.Event()
         self._finished = threading.Event()
         self.error: StreamerError | None = None
@@ -750,6 +753,11 @@ class Pipeline:
                 if result.status is Status.OK:
                     self._completions.append(time.monotonic())
                     self._ages.append(result.age)
+        if result is not None and self._observe is not None:
+            try:
+                self._observe(result)
+            except Exception:
+                log.exception("result observer failed")
 
     def _hud(self, status: str) -> Hud:
         now = time.monotonic()

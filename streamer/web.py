@@ -12,6 +12,7 @@ Routes (JSON)::
     POST   /api/cameras/{name}/pause     send nothing more (live: stays connected)
     POST   /api/cameras/{name}/resume
     GET    /api/stats                    per camera and per budget
+    GET    /metrics                      Prometheus text (``streamer.metrics``)
 
 Bound to 127.0.0.1 unless told otherwise; bound anywhere else it requires a bearer
 token (``Authorization: Bearer <token>``, compared in constant time), and with a
@@ -37,6 +38,7 @@ from starlette.routing import Route
 from streamer.errors import ConfigError, SourceError, StreamerError, redact
 from streamer.exits import exit_code
 from streamer.fleet import Fleet
+from streamer.metrics import CONTENT_TYPE, FleetMetrics
 
 __all__ = ["ControlServer", "parse_bind", "start_control_server"]
 
@@ -188,8 +190,14 @@ class _Api:
     def stats(self, request: Request, body: Any) -> Response:
         return JSONResponse(_jsonable(self.fleet.status()))
 
+    def metrics(self, request: Request, body: Any) -> Response:
+        assert self.fleet.metrics is not None
+        return Response(self.fleet.metrics.render(), media_type=CONTENT_TYPE)
+
 
 def create_app(fleet: Fleet, token: str | None) -> Starlette:
+    if fleet.metrics is None:  # from now on every camera's results are observed
+        fleet.metrics = FleetMetrics(fleet)
     api = _Api(fleet, token)
     routes = [
         Route("/health", api.guarded(api.health), methods=["GET"]),
@@ -200,6 +208,7 @@ def create_app(fleet: Fleet, token: str | None) -> Starlette:
         Route("/api/cameras/{name}/pause", api.guarded(api.pause), methods=["POST"]),
         Route("/api/cameras/{name}/resume", api.guarded(api.resume), methods=["POST"]),
         Route("/api/stats", api.guarded(api.stats), methods=["GET"]),
+        Route("/metrics", api.guarded(api.metrics), methods=["GET"]),
     ]
     return Starlette(routes=routes)
 

@@ -265,6 +265,7 @@ def test_the_control_api_wants_a_token_off_loopback_and_when_given(
         timeout=10,
     )
     assert wrong.status_code == 401
+    assert httpx.get(f"{control.url}/metrics", timeout=10).status_code == 401
     assert httpx.get(f"{control.url}/health", timeout=10).status_code == 200
     assert list(control.cameras()) == ["synthetic"]
     assert control.stop(signal.SIGTERM)[0] == 143

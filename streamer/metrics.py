@@ -1,0 +1,185 @@
+"""Prometheus metrics of a running fleet, with prometheus-client, served at ``/metrics``.
+
+Histograms are observed as results come (on each camera's render thread, a few
+microseconds each); counters and gauges are read from the cameras' own counters when
+Prometheus scrapes, so a camera pays nothing for them. Every name starts with
+``streamer_``; labels are ``camera`` (and ``cause``, ``status``, ``event``, ``host``
+where they apply). Each fleet has its own registry: nothing is global.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    StateSetMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from streamer.frames import Result, Status
+
+if TYPE_CHECKING:
+    from streamer.fleet import Fleet
+
+__all__ = ["CONTENT_TYPE", "FleetMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# from 5 ms to 10 s: a local server answers in milliseconds, a hosted API in hundreds
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+STATES = (
+    "starting",
+    "connecting",
+    "streaming",
+    "reconnecting",
+    "paused",
+    "done",
+    "failed",
+    "stopped",
+)
+
+
+class FleetMetrics:
+    """The fleet's registry: ``observe`` each result, ``render`` on each scrape."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        stage = ["camera"]
+
+        def histogram(name: str, what: str) -> Histogram:
+            return Histogram(name, what, stage, buckets=_BUCKETS, registry=self.registry)
+
+        self._queue_wait = histogram(
+            "streamer_queue_wait_seconds", "submitted to a sender picking it up"
+        )
+        self._prepare = histogram("streamer_prepare_seconds", "resize, JPEG, base64 of a frame")
+        self._round_trip = histogram(
+            "streamer_round_trip_seconds", "HTTP, all attempts and backoff"
+        )
+        self._server = histogram("streamer_server_seconds", "the API's own processing time")
+        self._parse = histogram("streamer_parse_seconds", "an answer to supervision objects")
+        self._age = histogram("streamer_result_age_seconds", "frame capture to its result")
+        self.registry.register(_StatusCollector(fleet))
+
+    def observe(self, camera: str, result: Result) -> None:
+        """One answered frame (ok results: the latencies of a failure say little)."""
+        if result.status is not Status.OK:
+            return
+        timings = result.timings
+        self._queue_wait.labels(camera).observe(timings.queue_wait)
+        self._prepare.labels(camera).observe(timings.prepare)
+        self._round_trip.labels(camera).observe(timings.round_trip)
+        if timings.server is not None:
+            self._server.labels(camera).observe(timings.server)
+        self._parse.labels(camera).observe(timings.parse)
+        self._age.labels(camera).observe(result.age)
+
+    def forget(self, camera: str) -> None:
+        """A camera removed: its series go with it."""
+        for metric in (
+            self._queue_wait,
+            self._prepare,
+            self._round_trip,
+            self._server,
+            self._parse,
+            self._age,
+        ):
+            with contextlib.suppress(KeyError):  # never observed
+                metric.remove(camera)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# counters read from the cameras at each scrape: name (after streamer_), help, labels
+_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("frames_decoded", "frames decoded", ()),
+    ("frames_sent", "frames sent for inference", ()),
+    ("frames_skipped", "frames not sent, by cause", ("cause",)),
+    ("results", "frames by what became of them (predicted: not sent)", ("status",)),
+    ("retries", "requests sent again", ()),
+    ("rate_limited", "429 answers", ()),
+    ("reconnects", "source reconnections", ()),
+    ("frames_drawn", "live frames drawn for the image outputs", ()),
+    ("output_dropped", "outputs an output did not take", ("output",)),
+)
+_GAUGES: tuple[tuple[str, str], ...] = (
+    ("in_flight", "requests in flight"),
+    ("source_fps", "frames decoded per second"),
+    ("inference_fps", "answers per second"),
+)
+
+
+class _StatusCollector(Collector):
+    """Counters and gauges read from the cameras' status when Prometheus scrapes."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def describe(self) -> list[Any]:
+        return []  # no fixed set of series: cameras come and go
+
+    def collect(self) -> Iterator[Any]:
+        status = self._fleet.status()
+        infos = {info.name: info for info in self._fleet.cameras()}
+        counters = {
+            key: CounterMetricFamily(f"streamer_{key}", what, labels=["camera", *extra])
+            for key, what, extra in _COUNTERS
+        }
+        gauges = {
+            key: GaugeMetricFamily(f"streamer_{key}", what, labels=["camera"])
+            for key, what in _GAUGES
+        }
+        state = StateSetMetricFamily(
+            "streamer_camera_state", "the camera's state", labels=["camera"]
+        )
+        for camera, s in status.cameras.items():
+            try:
+                sender = self._fleet.camera(camera).pipeline.pool.metrics()
+            except KeyError:
+                continue  # removed since the status was taken
+            counters["frames_decoded"].add_metric([camera], s.frames)
+            counters["frames_sent"].add_metric([camera], sender.submitted)
+            for cause, count in sorted(s.skipped.items()):
+                counters["frames_skipped"].add_metric([camera, cause], count)
+            counters["frames_skipped"].add_metric([camera, "capture"], s.dropped_capture)
+            for name, count in (
+                ("ok", s.ok),
+                ("failed", s.failed),
+                ("stale", s.stale),
+                ("predicted", s.predicted),
+            ):
+                counters["results"].add_metric([camera, name], count)
+            counters["retries"].add_metric([camera], sender.retries)
+            counters["rate_limited"].add_metric([camera], s.rate_limited)
+            counters["reconnects"].add_metric([camera], s.reconnects)
+            counters["frames_drawn"].add_metric([camera], s.drawn)
+            for output, dropped in sorted(s.sink_drops.items()):
+                counters["output_dropped"].add_metric([camera, output], dropped)
+            gauges["in_flight"].add_metric([camera], s.in_flight)
+            gauges["source_fps"].add_metric([camera], s.source_fps or 0.0)
+            gauges["inference_fps"].add_metric([camera], s.inference_fps or 0.0)
+            now = infos[camera].state if camera in infos else s.source_state
+            state.add_metric([camera], {name: name == now for name in STATES})
+        budget_rate = GaugeMetricFamily(
+            "streamer_budget_rate", "requests/s the key may send now", labels=["host"]
+        )
+        budget_calls = GaugeMetricFamily(
+            "streamer_budget_calls_per_minute", "requests in the last minute", labels=["host"]
+        )
+        budget_share = GaugeMetricFamily(
+            "streamer_budget_share", "requests/s a camera may count on", labels=["host", "camera"]
+        )
+        for host, budget in status.budgets.items():
+            budget_rate.add_metric([host], budget.rate)
+            budget_calls.add_metric([host], budget.calls_per_minute)
+            for camera, share in budget.shares.items():
+                budget_share.add_metric([host, camera], share)
+        yield from counters.values()
+        yield from gauges.values()
+        yield state
+        yield from (budget_rate, budget_calls, budget_share)
