@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,7 @@ def through_streamer(port: int, seconds: float) -> list[float]:
     worker.start()
     image = np.zeros((2, 2, 3), dtype=np.uint8)
     frames = int(seconds * RATE / PER_FRAME)
-    start = time.monotonic()
-    for index in range(frames):
-        wait = start + index * PER_FRAME / RATE - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+    for index in _paced(frames):
         events = tuple(_event(index * PER_FRAME + i) for i in range(PER_FRAME))
         worker.put(
             Output(frame=Frame(image=image, index=index), image=None, record={}, events=events)
@@ -98,11 +95,7 @@ def bare_paho(port: int, seconds: float) -> list[float]:
     client.connect("127.0.0.1", port)
     client.loop_start()
     frames = int(seconds * RATE / PER_FRAME)
-    start = time.monotonic()
-    for index in range(frames):
-        wait = start + index * PER_FRAME / RATE - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+    for index in _paced(frames):
         for i in range(PER_FRAME):
             client.publish("bare/events", json.dumps(_event(index * PER_FRAME + i)), qos=1)
     _drain(collector, frames * PER_FRAME)
@@ -110,6 +103,16 @@ def bare_paho(port: int, seconds: float) -> list[float]:
     client.disconnect()
     collector.close()
     return collector.latencies
+
+
+def _paced(frames: int) -> Iterator[int]:
+    """Frame indices, each when its time comes (PER_FRAME events a frame at RATE)."""
+    start = time.monotonic()
+    for index in range(frames):
+        wait = start + index * PER_FRAME / RATE - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        yield index
 
 
 def _drain(collector: Collector, expected: int) -> None:

@@ -59,7 +59,7 @@ from streamer.errors import (
     SourceError,
     StreamerError,
 )
-from streamer.frames import Frame, Result, Status
+from streamer.frames import Frame, Image, Result, Status
 from streamer.records import build_record, status_text
 from streamer.render import Hud, RenderConfig, Renderer
 from streamer.sampler import Sampler, SamplerConfig, SkipCause
@@ -659,19 +659,9 @@ class Pipeline:
             detections,
             predicted=True,
             hud=self._hud(status) if self.settings.render.hud else None,
-            overlay=self._analytics.draw if self._counts_anything and self._analytics else None,
+            overlay=self._overlay(),
         )
-        record = build_record(
-            camera=self.camera,
-            run_id=self.run_id,
-            source=frame.source_id,
-            frame_index=frame.index,
-            pts=frame.pts,
-            status=status_text(None),
-            result=None,
-            detections=detections,
-            classification=None,
-        )
+        record = self._record(frame, status_text(None), None, detections)
         output = Output(
             frame=frame, image=image, record=record, source_fps=self.capture.declared_fps
         )
@@ -679,6 +669,28 @@ class Pipeline:
             self._counts["drawn"] += 1
         for worker in self._image_workers:
             worker.put(output)
+
+    def _overlay(self) -> Callable[[Image], Image] | None:
+        """The zones and lines, drawn under the boxes, when there are any."""
+        if self._counts_anything and self._analytics is not None:
+            return self._analytics.draw
+        return None
+
+    def _record(
+        self, frame: Frame, status: str, result: Result | None, detections: sv.Detections
+    ) -> dict[str, object]:
+        prediction = result.prediction if result is not None else None
+        return build_record(
+            camera=self.camera,
+            run_id=self.run_id,
+            source=frame.source_id,
+            frame_index=frame.index,
+            pts=frame.pts,
+            status=status,
+            result=result,
+            detections=detections,
+            classification=prediction.classification if prediction is not None else None,
+        )
 
     def _timestamp(self, frame: Frame) -> float:
         if not self.settings.live and frame.pts is not None:
@@ -711,19 +723,9 @@ class Pipeline:
                 keypoints=prediction.keypoints if prediction is not None else None,
                 classification=prediction.classification if prediction is not None else None,
                 hud=self._hud(status) if self.settings.render.hud else None,
-                overlay=self._analytics.draw if self._counts_anything and self._analytics else None,
+                overlay=self._overlay(),
             )
-        record = build_record(
-            camera=self.camera,
-            run_id=self.run_id,
-            source=frame.source_id,
-            frame_index=frame.index,
-            pts=frame.pts,
-            status=status,
-            result=result,
-            detections=detections,
-            classification=prediction.classification if prediction is not None else None,
-        )
+        record = self._record(frame, status, result, detections)
         if self._counts_anything and self._analytics is not None:
             record.update(self._analytics.counts())
         output = Output(
