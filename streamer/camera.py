@@ -36,6 +36,7 @@ from streamer.render import RenderConfig
 from streamer.sampler import SamplerConfig
 from streamer.sender import SenderConfig
 from streamer.sinks import DisplaySink, Sink, WebhookSink
+from streamer.sinks.preview import Preview
 from streamer.sources import PyAVSource, Source, SyntheticSource
 
 __all__ = [
@@ -305,6 +306,12 @@ class Camera:
     @property
     def ended(self) -> bool:
         return self.code is not None
+
+    @property
+    def preview(self) -> Preview | None:
+        """The web view's preview of this camera (when ``--web`` serves one)."""
+        sink = self.outputs.sinks.get("preview")
+        return sink if isinstance(sink, Preview) else None
 
     @property
     def display(self) -> DisplaySink | None:

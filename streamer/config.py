@@ -343,6 +343,12 @@ class RunSettings:
         "HOST:PORT: serve the control API there (cameras added, removed, paused over HTTP; "
         "stats); the run then lasts until a signal",
     )
+    preview_fps: float = setting(
+        10.0, "the web view's previews: JPEGs a second per camera, at most", low=0, high=60
+    )
+    preview_width: int = setting(
+        640, "the web view's previews: pixels wide, at most", low=16, high=7680, low_allowed=True
+    )
     mqtt: str | None = setting(
         None,
         "mqtt://[user:pass@]host[:1883] (mqtts:// for TLS): publish analytics events and "

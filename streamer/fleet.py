@@ -76,6 +76,7 @@ from streamer.pipeline import Pipeline, PipelineStatus, camera_name, new_run_id
 from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
 from streamer.sinks.base import DropPolicy, Output, SinkWorker
 from streamer.sinks.display import display_problem
+from streamer.sinks.preview import Preview, PreviewConfig
 from streamer.sinks.webhook import check_webhook_url
 from streamer.sources import Source, SyntheticSource, Timeouts, open_source
 from streamer.transport import SharedTransport
@@ -233,6 +234,8 @@ class Fleet:
         # Prometheus metrics (``streamer.metrics.FleetMetrics``), when the web server
         # serves them: every camera's results are observed there
         self.metrics: FleetMetrics | None = None
+        # the web view's previews: every camera added while it is set gets one
+        self.preview: PreviewConfig | None = None
         self.base = {k: v for k, v in (base or {}).items() if k not in RUN_WIDE and k != "name"}
         self.models_dir = models_dir
         self.config_path = config_path
@@ -479,6 +482,8 @@ class Fleet:
             sinks.append(DisplaySink(f"streamer {name}", on_quit=self._quit))
         if self.mqtt is not None:
             sinks.append(self.mqtt.for_camera(name))
+        if self.preview is not None:
+            sinks.append(Preview(fps=self.preview.fps, width=self.preview.width))
         outputs.sinks = {sink.name: sink for sink in sinks}
         return sinks
 

@@ -533,6 +533,8 @@ class Pipeline:
     def _offer_frame(self, frame: Frame) -> None:
         """Live, on the capture thread: a source frame for the image outputs, at most
         ``render_fps`` of them, on the source's own clock where it has one."""
+        if not any(worker.wants_frame() for worker in self._image_workers):
+            return  # e.g. a preview nobody watches: nothing to draw
         if self._draw_interval:
             at = frame.pts if frame.pts is not None else frame.captured_at
             due, interval = self._next_draw, self._draw_interval
@@ -715,7 +717,8 @@ class Pipeline:
             events = self._analytics.update(detections, frame, timestamp)
             self._last_frame = frame
         image = None
-        if self._wants_image and not self._draws_frames:  # live frames are drawn in _draw
+        wanted = self._wants_image and any(w.wants_frame() for w in self._image_workers)
+        if wanted and not self._draws_frames:  # live frames are drawn in _draw
             image = renderer.render(
                 frame.pixels(),
                 detections,

@@ -38,6 +38,7 @@ from streamer.fleet import Camera, Fleet
 from streamer.mqtt import MqttPublisher
 from streamer.pipeline import PipelineStatus, camera_name
 from streamer.sinks.display import PUMP_INTERVAL_S, DisplaySink
+from streamer.sinks.preview import PreviewConfig
 
 __all__ = ["EXIT_CODES", "exit_code", "run", "run_safely"]
 
@@ -318,7 +319,8 @@ def run(
                     raise ConfigError(
                         "--web needs Starlette and uvicorn: pip install 'streamer[server]'"
                     ) from exc
-                web = start_control_server(fleet, wide.web, wide.web_token)
+                preview = PreviewConfig(fps=wide.preview_fps, width=wide.preview_width)
+                web = start_control_server(fleet, wide.web, wide.web_token, preview)
                 print(f"streamer: control API on {web.url}", file=sys.stderr)
             if mqtt is not None:  # before any camera: --mqtt-required fails the run first
                 mqtt.start(required=wide.mqtt_required)

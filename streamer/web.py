@@ -24,24 +24,35 @@ never blocks the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from streamer.errors import ConfigError, SourceError, StreamerError, redact
 from streamer.exits import exit_code
 from streamer.fleet import Fleet
 from streamer.metrics import CONTENT_TYPE, FleetMetrics
+from streamer.sinks.preview import PreviewConfig
+from streamer.webpage import camera_page, index_page, login_page
 
 __all__ = ["ControlServer", "parse_bind", "start_control_server"]
 
+TOKEN_COOKIE = "streamer_token"
 READY_ANSWER_S = 30.0  # /ready: a sending camera's last answer is at most this old
 # Settings a camera added over HTTP takes from the run, never from the request: they
 # name files to write, URLs to send frames (and the key) to, or a window to open.
@@ -102,11 +113,16 @@ class _Api:
         return endpoint
 
     def refused(self, request: Request) -> Response | None:
-        if self.token is None or request.url.path == "/health":
+        if self.token is None or request.url.path in ("/health", "/login"):
             return None
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), self.token.encode()):
+        if scheme.lower() != "bearer":
+            value = request.cookies.get(TOKEN_COOKIE, "")  # a browser, after /login
+        if value and hmac.compare_digest(value.encode(), self.token.encode()):
             return None
+        path = request.url.path
+        if (path == "/" or path.startswith("/camera/")) and not path.endswith(".mjpg"):
+            return HTMLResponse(login_page(), status_code=401)  # a page: the login form
         return JSONResponse(
             {"error": "a bearer token is required (Authorization: Bearer <token>)"},
             status_code=401,
@@ -190,16 +206,76 @@ class _Api:
     def stats(self, request: Request, body: Any) -> Response:
         return JSONResponse(_jsonable(self.fleet.status()))
 
+    def index(self, request: Request, body: Any) -> Response:
+        return HTMLResponse(index_page(self.fleet.names()))
+
+    def camera_page(self, request: Request, body: Any) -> Response:
+        name = request.path_params["name"]
+        self.fleet.camera(name)  # 404 when there is none
+        return HTMLResponse(camera_page(name))
+
+    async def login(self, request: Request) -> Response:
+        """A browser's way in off loopback: the token from a form, kept in a cookie."""
+        if self.token is None:
+            return RedirectResponse("/", status_code=303)
+        form = await request.form()
+        given = str(form.get("token", ""))
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            return HTMLResponse(login_page(failed=True), status_code=401)
+        answer = RedirectResponse("/", status_code=303)
+        answer.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict")
+        return answer
+
+    async def preview(self, request: Request) -> Response:
+        """``multipart/x-mixed-replace`` JPEGs: every viewer of a camera reads the same
+        encode, the newest each time it is ready for one (a slow viewer skips frames)."""
+        denied = self.refused(request)
+        if denied is not None:
+            return denied
+        name = request.path_params["name"]
+        try:
+            preview = self.fleet.camera(name).preview
+        except KeyError:
+            preview = None
+        if preview is None:
+            return _error(404, f"no preview of a camera named {name!r}")
+
+        async def parts() -> AsyncIterator[bytes]:
+            with preview.watching():
+                sequence = 0
+                while not preview.closed:
+                    frame = preview.newer_than(sequence)
+                    if frame is None:
+                        await asyncio.sleep(min(0.02, preview.interval / 4))
+                        continue
+                    sequence = frame.sequence
+                    head = (
+                        f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}"
+                    )
+                    yield head.encode() + b"\r\n\r\n" + frame.jpeg + b"\r\n"
+
+        return StreamingResponse(
+            parts(),
+            media_type="multipart/x-mixed-replace; boundary=frame",
+            headers={"Cache-Control": "no-store"},
+        )
+
     def metrics(self, request: Request, body: Any) -> Response:
         assert self.fleet.metrics is not None
         return Response(self.fleet.metrics.render(), media_type=CONTENT_TYPE)
 
 
-def create_app(fleet: Fleet, token: str | None) -> Starlette:
+def create_app(fleet: Fleet, token: str | None, preview: PreviewConfig | None = None) -> Starlette:
     if fleet.metrics is None:  # from now on every camera's results are observed
         fleet.metrics = FleetMetrics(fleet)
+    if fleet.preview is None:  # cameras added from now on get a preview
+        fleet.preview = preview or PreviewConfig()
     api = _Api(fleet, token)
     routes = [
+        Route("/", api.guarded(api.index), methods=["GET"]),
+        Route("/login", api.login, methods=["POST"]),
+        Route("/camera/{name}", api.guarded(api.camera_page), methods=["GET"]),
+        Route("/camera/{name}/preview.mjpg", api.preview, methods=["GET"]),
         Route("/health", api.guarded(api.health), methods=["GET"]),
         Route("/ready", api.guarded(api.ready), methods=["GET"]),
         Route("/api/cameras", api.guarded(api.list_cameras), methods=["GET"]),
@@ -216,7 +292,14 @@ def create_app(fleet: Fleet, token: str | None) -> Starlette:
 class ControlServer:
     """The control API on thread ``streamer-web``, listening before ``start`` returns."""
 
-    def __init__(self, fleet: Fleet, host: str, port: int, token: str | None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        host: str,
+        port: int,
+        token: str | None,
+        preview: PreviewConfig | None = None,
+    ) -> None:
         from streamer.server.runner import UvicornThread, is_loopback
 
         if not is_loopback(host) and not token:
@@ -224,7 +307,8 @@ class ControlServer:
                 f"--web {host} is reachable from other machines: give --web-token "
                 "(or $STREAMER_WEB_TOKEN), or bind 127.0.0.1"
             )
-        self._thread = UvicornThread(create_app(fleet, token), host, port, name="streamer-web")
+        app = create_app(fleet, token, preview)
+        self._thread = UvicornThread(app, host, port, name="streamer-web")
         self.url = self._thread.url
 
     def start(self) -> ControlServer:
@@ -235,6 +319,8 @@ class ControlServer:
         self._thread.stop()
 
 
-def start_control_server(fleet: Fleet, bind: str, token: str | None) -> ControlServer:
+def start_control_server(
+    fleet: Fleet, bind: str, token: str | None, preview: PreviewConfig | None = None
+) -> ControlServer:
     host, port = parse_bind(bind)
-    return ControlServer(fleet, host, port, token).start()
+    return ControlServer(fleet, host, port, token, preview).start()

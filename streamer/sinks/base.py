@@ -187,6 +187,12 @@ class SinkWorker:
                 except Exception:
                     log.exception("sink failure callback failed")
 
+    def wants_frame(self) -> bool:
+        """Whether the sink would use a frame drawn now (``wants_frame()`` where it has
+        one: a preview nobody watches wants none); drawing is skipped when no sink does."""
+        asked = getattr(self.sink, "wants_frame", None)
+        return bool(asked()) if callable(asked) and self.error is None else self.error is None
+
     @property
     def interruptible(self) -> bool:
         """The sink waits on something outside (a network peer) that it can stop waiting on."""

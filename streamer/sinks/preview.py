@@ -1,0 +1,107 @@
+"""A camera's live preview for the web view: the newest drawn frame as a JPEG.
+
+One encode per frame shown, whatever the number of viewers (they all read the same
+bytes), at most ``fps`` a second and ``width`` pixels wide, and nothing at all while
+nobody watches: the pipeline asks ``wants_frame()`` before drawing a frame for it.
+Viewers never hold the camera up: each reads the newest JPEG when it is ready for one,
+so a slow viewer skips frames instead of queueing them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from streamer.sinks.base import DropPolicy, Output
+
+__all__ = ["Preview", "PreviewConfig", "PreviewFrame"]
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    fps: float = 10.0  # JPEGs a second at most, per camera
+    width: int = 640  # pixels, at most
+
+
+@dataclass(frozen=True)
+class PreviewFrame:
+    sequence: int  # counts the JPEGs made: a viewer waits for a larger one
+    jpeg: bytes
+    captured_at: float  # the frame's capture time (monotonic), for latency figures
+
+
+class Preview:
+    name = "preview"
+    wants_image = True
+    queue_size = 2
+
+    @staticmethod
+    def drop_policy(live: bool) -> DropPolicy:
+        return DropPolicy.DROP_OLDEST  # a preview only ever wants the newest frame
+
+    def __init__(self, *, fps: float = 10.0, width: int = 640, quality: int = 75) -> None:
+        self.interval = 1.0 / fps
+        self.width = width
+        self.quality = quality
+        self._lock = threading.Lock()
+        self._viewers = 0
+        self._latest: PreviewFrame | None = None
+        self._last_encode = -1e18
+        self.encoded = 0
+        self.closed = False
+
+    # -- the pipeline's side (its render thread and this sink's worker) --------------------
+
+    def wants_frame(self) -> bool:
+        """Whether a frame drawn now would be shown: someone watches, and it is due."""
+        with self._lock:
+            return self._viewers > 0 and time.monotonic() - self._last_encode >= self.interval
+
+    def write(self, output: Output) -> None:
+        if output.image is None or not self.wants_frame():
+            return
+        image = output.image
+        height, width = image.shape[:2]
+        if width > self.width:
+            size = (self.width, max(1, round(height * self.width / width)))
+            image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            return
+        with self._lock:
+            self._last_encode = time.monotonic()
+            self.encoded += 1
+            self._latest = PreviewFrame(self.encoded, jpeg.tobytes(), output.frame.captured_at)
+
+    def close(self) -> None:
+        self.closed = True
+
+    # -- the viewers' side ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """While a viewer is connected: frames are drawn and encoded for it."""
+        with self._lock:
+            self._viewers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._viewers -= 1
+
+    @property
+    def viewers(self) -> int:
+        with self._lock:
+            return self._viewers
+
+    def newer_than(self, sequence: int) -> PreviewFrame | None:
+        """The newest JPEG if it is newer than ``sequence``; never waits."""
+        with self._lock:
+            latest = self._latest
+        return latest if latest is not None and latest.sequence > sequence else None

@@ -1,0 +1,147 @@
+"""The web view's live previews (MJPEG) and pages, over real HTTP against a fleet with a
+live synthetic camera and the local server: nothing is drawn or encoded while nobody
+watches, every viewer shares one encode per frame, a viewer that does not read holds
+nothing up, and off the token the pages ask for it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from streamer.fleet import Fleet
+from streamer.server import ServerThread
+from streamer.web import TOKEN_COOKIE, ControlServer, start_control_server
+from tests.helpers import wait_for
+
+LIVE = "synthetic:?size=320x240&fps=25"
+
+
+@pytest.fixture
+def web(server: ServerThread) -> Iterator[tuple[Fleet, ControlServer]]:
+    base = {"api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 5}
+    with Fleet(base) as fleet:
+        control = start_control_server(fleet, "127.0.0.1:0", None)
+        try:
+            yield fleet, control
+        finally:
+            control.close()
+            fleet.stop()
+
+
+def read_jpegs(url: str, count: int, **options: Any) -> list[np.ndarray]:
+    """The first ``count`` JPEGs of an MJPEG stream, decoded."""
+    images: list[np.ndarray] = []
+    buffer = b""
+    with httpx.stream("GET", url, timeout=20, **options) as answer:
+        assert answer.status_code == 200, answer.read()
+        assert answer.headers["content-type"] == "multipart/x-mixed-replace; boundary=frame"
+        for chunk in answer.iter_bytes():
+            buffer += chunk
+            while b"\r\n\r\n" in buffer:
+                head, rest = buffer.split(b"\r\n\r\n", 1)
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                if len(rest) < length + 2:
+                    break
+                jpeg, buffer = rest[:length], rest[length + 2 :]
+                images.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+            if len(images) >= count:
+                return images
+    return images
+
+
+def test_a_preview_costs_nothing_unwatched_and_moves_when_watched(
+    web: tuple[Fleet, ControlServer],
+) -> None:
+    fleet, control = web
+    camera = fleet.add("syn", LIVE)
+    wait_for(lambda: camera.pipeline.status().ok >= 3, what="results")
+    assert camera.preview is not None
+    assert camera.pipeline.status().drawn == 0  # nobody watches: nothing drawn
+    assert camera.preview.encoded == 0
+    page = httpx.get(f"{control.url}/", timeout=10).text
+    assert "/camera/syn/preview.mjpg" in page
+    images = read_jpegs(f"{control.url}/camera/syn/preview.mjpg", 8)
+    assert len(images) == 8
+    assert all(image.shape == (240, 320, 3) for image in images)
+    assert float(np.abs(images[0].astype(int) - images[-1].astype(int)).mean()) > 1  # moving
+    wait_for(lambda: camera.preview is not None and camera.preview.viewers == 0, what="gone")
+    # drawn only for the viewer, at the preview's rate, each drawn frame encoded once
+    assert camera.preview.encoded <= camera.pipeline.status().drawn <= camera.preview.encoded + 2
+    assert httpx.get(f"{control.url}/camera/syn", timeout=10).status_code == 200
+    assert httpx.get(f"{control.url}/camera/nope", timeout=10).status_code == 404
+
+
+def test_twenty_viewers_share_one_encode_per_frame(web: tuple[Fleet, ControlServer]) -> None:
+    fleet, control = web
+    camera = fleet.add("syn", LIVE)
+    wait_for(lambda: camera.pipeline.status().ok >= 1, what="a result")
+    received: list[int] = []
+    lock = threading.Lock()
+
+    def view() -> None:
+        got = len(read_jpegs(f"{control.url}/camera/syn/preview.mjpg", 10))
+        with lock:
+            received.append(got)
+
+    viewers = [threading.Thread(target=view, name=f"viewer-{i}") for i in range(20)]
+    for viewer in viewers:
+        viewer.start()
+    for viewer in viewers:
+        viewer.join(60)
+    assert received == [10] * 20
+    assert camera.preview is not None
+    # 200 JPEGs delivered from a few dozen encodes, not 200
+    assert camera.preview.encoded < 60
+
+
+def test_a_viewer_that_never_reads_holds_nothing_up(web: tuple[Fleet, ControlServer]) -> None:
+    fleet, control = web
+    camera = fleet.add("syn", LIVE)
+    host, port = control.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /camera/syn/preview.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: camera.preview is not None and camera.preview.viewers == 1, what="it")
+        before = camera.pipeline.status().ok
+        # never read: its socket fills; the camera goes on, and so does another viewer
+        assert len(read_jpegs(f"{control.url}/camera/syn/preview.mjpg", 5)) == 5
+        wait_for(lambda: camera.pipeline.status().ok >= before + 10, what="inference going on")
+
+
+def test_with_a_token_pages_ask_for_it_and_a_cookie_lets_a_browser_in(
+    server: ServerThread,
+) -> None:
+    base = {"api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 5}
+    with Fleet(base) as fleet:
+        control = start_control_server(fleet, "127.0.0.1:0", "s3cret-token")
+        try:
+            fleet.add("syn", LIVE)
+            page = httpx.get(f"{control.url}/", timeout=10)
+            assert page.status_code == 401
+            assert "<form" in page.text  # the login form
+            stream = httpx.get(f"{control.url}/camera/syn/preview.mjpg", timeout=10)
+            assert stream.status_code == 401
+            wrong = httpx.post(f"{control.url}/login", data={"token": "nope"}, timeout=10)
+            assert wrong.status_code == 401
+            with httpx.Client(base_url=control.url, timeout=10) as browser:
+                login = browser.post("/login", data={"token": "s3cret-token"})
+                assert login.status_code == 303
+                assert browser.cookies.get(TOKEN_COOKIE) == "s3cret-token"
+                assert browser.get("/").status_code == 200
+                assert browser.get("/api/stats").status_code == 200
+                assert len(read_jpegs(f"{control.url}/camera/syn/preview.mjpg", 2,
+                                      cookies={TOKEN_COOKIE: "s3cret-token"})) == 2  # fmt: skip
+        finally:
+            control.close()
+            fleet.stop()
