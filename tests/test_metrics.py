@@ -52,7 +52,7 @@ def test_metrics_agree_with_the_records(
     ok = sum(1 for r in lines if r["status"] == "ok")
     assert ok == 30  # every second frame of 60
     # a histogram per stage, its count the inferred frames, its buckets cumulative
-    for stage in ("queue_wait", "prepare", "round_trip", "parse", "result_age"):
+    for stage in ("queue_wait", "prepare", "round_trip", "server", "result_age"):
         name = f"streamer_{stage}_seconds"
         assert _value(samples, f"{name}_count", camera="clip") == ok
         buckets = [s for s in samples[f"{name}_bucket"] if s.labels["camera"] == "clip"]
