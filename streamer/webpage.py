@@ -30,7 +30,10 @@ async function refresh() {
       fetch("/api/cameras").then(r => r.json()), fetch("/api/stats").then(r => r.json())]);
     for (const cam of cams.cameras) {
       const box = document.getElementById("cam-" + cam.name);
-      if (!box) { location.reload(); return; }
+      if (!box) {
+        if (document.body.dataset.all) { location.reload(); return; }  // a new camera
+        continue;  // one camera's page: the others are not on it
+      }
       const s = stats.cameras[cam.name] || {};
       const skipped = Object.entries(s.skipped || {}).map(([k, v]) => k + " " + v).join(", ");
       const error = cam.last_error ? ": " + cam.last_error : "";
@@ -66,10 +69,11 @@ def _card(name: str, large: bool = False) -> str:
     )
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, *, every_camera: bool) -> str:
+    data = " data-all='1'" if every_camera else ""
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>{body}"
+        f"<style>{_STYLE}</style></head><body{data}>{body}"
         "<p>budget: <span id='budgets'></span> · updated <span id='updated'></span></p>"
         f"<script>{_SCRIPT}</script></body></html>"
     )
@@ -77,12 +81,12 @@ def _page(title: str, body: str) -> str:
 
 def index_page(names: list[str]) -> str:
     cards = "".join(_card(name) for name in names) or "<p>no cameras</p>"
-    return _page("streamer", f"<h1>streamer</h1><div class='cams'>{cards}</div>")
+    return _page("streamer", f"<h1>streamer</h1><div class='cams'>{cards}</div>", every_camera=True)
 
 
 def camera_page(name: str) -> str:
     body = f"<h1><a href='/'>streamer</a> / {html.escape(name)}</h1>{_card(name, large=True)}"
-    return _page(f"streamer {name}", body)
+    return _page(f"streamer {name}", body, every_camera=False)
 
 
 def login_page(failed: bool = False) -> str:
