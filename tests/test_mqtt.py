@@ -9,6 +9,7 @@ the last will says ``offline`` when the process is killed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -47,8 +48,11 @@ class Broker:
         self.port = free_port()
         self.folder = folder
         self.config = folder / "mosquitto.conf"
+        # as root, mosquitto drops to user "mosquitto", who cannot write the sessions into
+        # pytest's private temp folder: it keeps root's rights here (tests only)
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}"
             f"persistence true\npersistence_location {folder}/\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -72,6 +76,8 @@ class Broker:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()  # SIGTERM: mosquitto saves its sessions first
             self.process.wait(timeout=10)
+            log = (self.folder / "mosquitto.log").read_text()
+            assert "Error saving" not in log, log  # else the sessions were lost, not ours
 
 
 class Subscriber:
@@ -151,11 +157,14 @@ def test_every_event_arrives_in_order_across_a_broker_restart(
     assert process_alive  # the broker went away mid-run, not after it
     written = records(events)
     assert before < len(written)
-    wait_for(lambda: len(subscriber.events()) >= len(written), what="every event")
+    wanted = {e["event_id"] for e in written}
+    wait_for(lambda: wanted <= {e["event_id"] for e in subscriber.events()}, what="every event")
     received = subscriber.events()
     subscriber.close()
-    ids = [e["event_id"] for e in received]
-    assert ids == [e["event_id"] for e in written]  # none lost, none doubled, in order
+    # QoS 1 is at least once: a message in flight when the broker went may come twice
+    # (``event_id`` tells); none is lost, and they come in the order they were made
+    ids = list(dict.fromkeys(e["event_id"] for e in received))
+    assert ids == [e["event_id"] for e in written]
     assert "went away" in stderr  # said once, credentials-free
     assert stderr.count("went away") == 1
 
