@@ -249,8 +249,10 @@ class _Api:
                         await asyncio.sleep(min(0.02, preview.interval / 4))
                         continue
                     sequence = frame.sequence
+                    age = (time.monotonic() - frame.captured_at) * 1000  # capture to now
                     head = (
-                        f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(frame.jpeg)}"
+                        f"--frame\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(frame.jpeg)}\r\nX-Capture-Age-Ms: {age:.1f}"
                     )
                     yield head.encode() + b"\r\n\r\n" + frame.jpeg + b"\r\n"
 

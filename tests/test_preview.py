@@ -35,8 +35,11 @@ def web(server: ServerThread) -> Iterator[tuple[Fleet, ControlServer]]:
             fleet.stop()
 
 
-def read_jpegs(url: str, count: int, **options: Any) -> list[np.ndarray]:
-    """The first ``count`` JPEGs of an MJPEG stream, decoded."""
+def read_jpegs(
+    url: str, count: int, ages: list[float] | None = None, **options: Any
+) -> list[np.ndarray]:
+    """The first ``count`` JPEGs of an MJPEG stream, decoded; each part's capture age
+    (ms, from its ``X-Capture-Age-Ms`` header) goes into ``ages`` when given."""
     images: list[np.ndarray] = []
     buffer = b""
     with httpx.stream("GET", url, timeout=20, **options) as answer:
@@ -53,6 +56,12 @@ def read_jpegs(url: str, count: int, **options: Any) -> list[np.ndarray]:
                 )
                 if len(rest) < length + 2:
                     break
+                if ages is not None:
+                    ages.extend(
+                        float(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"x-capture-age-ms")
+                    )
                 jpeg, buffer = rest[:length], rest[length + 2 :]
                 images.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
             if len(images) >= count:
@@ -71,8 +80,11 @@ def test_a_preview_costs_nothing_unwatched_and_moves_when_watched(
     assert camera.preview.encoded == 0
     page = httpx.get(f"{control.url}/", timeout=10).text
     assert "/camera/syn/preview.mjpg" in page
-    images = read_jpegs(f"{control.url}/camera/syn/preview.mjpg", 8)
+    ages: list[float] = []
+    images = read_jpegs(f"{control.url}/camera/syn/preview.mjpg", 8, ages)
     assert len(images) == 8
+    assert len(ages) == 8
+    assert all(0 <= age < 5000 for age in ages)  # a live frame's age, not a stale one
     assert all(image.shape == (240, 320, 3) for image in images)
     assert float(np.abs(images[0].astype(int) - images[-1].astype(int)).mean()) > 1  # moving
     wait_for(lambda: camera.preview is not None and camera.preview.viewers == 0, what="gone")
