@@ -6,13 +6,18 @@ import http.server
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from streamer.fleet import Fleet
 from streamer.server import FaultConfig, ServerConfig, ServerThread
 from streamer.synth import Scene, write_video
 from tests.helpers import ServerFactory, shared_dir
+
+if TYPE_CHECKING:
+    from streamer.web import ControlServer
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +124,19 @@ def serve_http() -> Iterator[Callable[[type[http.server.BaseHTTPRequestHandler]]
         httpd.shutdown()
         thread.join(5)
         httpd.server_close()
+
+
+@pytest.fixture
+def web(server: ServerThread) -> Iterator[tuple[Fleet, ControlServer]]:
+    """A fleet of live cameras (none yet: add them) with its --web server on a free
+    127.0.0.1 port, no token."""
+    from streamer.web import start_control_server
+
+    base = {"api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 5}
+    with Fleet(base) as fleet:
+        control: ControlServer = start_control_server(fleet, "127.0.0.1:0", None)
+        try:
+            yield fleet, control
+        finally:
+            control.close()
+            fleet.stop()

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from streamer.fleet import Fleet
-from streamer.server import ServerThread
-from streamer.web import ControlServer, start_control_server
+from streamer.web import ControlServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -20,21 +19,15 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not instal
 
 
 @pytest.fixture
-def web(server: ServerThread) -> Iterator[tuple[Fleet, ControlServer]]:
-    base = {"api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 5}
-    with Fleet(base) as fleet:
-        control = start_control_server(fleet, "127.0.0.1:0", None)
-        try:
-            fleet.add("door", "synthetic:?size=320x240&fps=25")
-            fleet.add("aisle", "synthetic:?size=320x240&fps=25&seed=4")
-            yield fleet, control
-        finally:
-            control.close()
-            fleet.stop()
+def cameras(web: tuple[Fleet, ControlServer]) -> tuple[Fleet, ControlServer]:
+    fleet, _ = web
+    fleet.add("door", "synthetic:?size=320x240&fps=25")
+    fleet.add("aisle", "synthetic:?size=320x240&fps=25&seed=4")
+    return web
 
 
 @pytest.fixture
-def page(web: tuple[Fleet, ControlServer]) -> Iterator[Any]:
+def page(cameras: tuple[Fleet, ControlServer]) -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
@@ -50,9 +43,9 @@ def _state_is(name: str, prefix: str) -> str:
 
 
 def test_the_page_shows_every_camera_live_and_its_state(
-    web: tuple[Fleet, ControlServer], page: Any
+    cameras: tuple[Fleet, ControlServer], page: Any
 ) -> None:
-    fleet, control = web
+    fleet, control = cameras
     page.goto(f"{control.url}/")
     for name in ("door", "aisle"):
         page.wait_for_function(_state_is(name, "streaming"), timeout=20_000)

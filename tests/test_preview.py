@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import httpx
 import numpy as np
-import pytest
 
 from streamer.fleet import Fleet
 from streamer.server import ServerThread
@@ -21,18 +19,6 @@ from streamer.web import TOKEN_COOKIE, ControlServer, start_control_server
 from tests.helpers import wait_for
 
 LIVE = "synthetic:?size=320x240&fps=25"
-
-
-@pytest.fixture
-def web(server: ServerThread) -> Iterator[tuple[Fleet, ControlServer]]:
-    base = {"api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 5}
-    with Fleet(base) as fleet:
-        control = start_control_server(fleet, "127.0.0.1:0", None)
-        try:
-            yield fleet, control
-        finally:
-            control.close()
-            fleet.stop()
 
 
 def read_jpegs(
