@@ -26,6 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from streamer.capture import SourceState
 from streamer.frames import Result, Status
 
 if TYPE_CHECKING:
@@ -39,16 +40,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # costs about 8 us a sample to make, and a 64-camera scrape must stay under 50 ms.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 disable_created_metrics()  # type: ignore[no-untyped-call]
-STATES = (
-    "starting",
-    "connecting",
-    "streaming",
-    "reconnecting",
-    "paused",
-    "done",
-    "failed",
-    "stopped",
-)
+# a camera's states: its source's while it runs, then how it ended (``Camera.state``)
+STATES = (*(state.value for state in SourceState), "paused", "done", "stopped", "removed")
 
 
 class FleetMetrics:
@@ -130,7 +123,6 @@ class _StatusCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         status = self._fleet.status()
-        infos = {info.name: info for info in self._fleet.cameras()}
         counters = {
             key: CounterMetricFamily(f"streamer_{key}", what, labels=["camera", *extra])
             for key, what, extra in _COUNTERS
@@ -144,9 +136,10 @@ class _StatusCollector(Collector):
         )
         for camera, s in status.cameras.items():
             try:
-                sender = self._fleet.camera(camera).pipeline.pool.metrics()
+                running = self._fleet.camera(camera)
             except KeyError:
                 continue  # removed since the status was taken
+            sender = running.pipeline.pool.metrics()
             counters["frames_decoded"].add_metric([camera], s.frames)
             counters["frames_sent"].add_metric([camera], sender.submitted)
             for cause, count in sorted(s.skipped.items()):
@@ -168,7 +161,7 @@ class _StatusCollector(Collector):
             gauges["in_flight"].add_metric([camera], s.in_flight)
             gauges["source_fps"].add_metric([camera], s.source_fps or 0.0)
             gauges["inference_fps"].add_metric([camera], s.inference_fps or 0.0)
-            now = infos[camera].state if camera in infos else s.source_state
+            now = running.state()
             state.add_metric([camera], {name: name == now for name in STATES})
         budget_rate = GaugeMetricFamily(
             "streamer_budget_rate", "requests/s the key may send now", labels=["host"]

@@ -128,6 +128,7 @@ class MqttPublisher:
         self._closing = False
         self._started = False
         self._retained: dict[str, str] = {}  # topic -> the payload last published
+        self._zone_classes: dict[tuple[str, str], set[str]] = {}  # (camera, zone) -> seen
         self.published = 0
         self.dropped = 0
 
@@ -204,15 +205,12 @@ class MqttPublisher:
                 )
         for zone, counts in record.get("zones", {}).items():
             self.publish(f"{self.topic}/{camera}/{zone}/all", str(counts["occupancy"]), retain=True)
-            for name in counts["by_class"].keys() | self._classes_seen(camera, zone):
+            # every class once seen in the zone: one that left is published as 0
+            seen = self._zone_classes.setdefault((camera, zone), set())
+            seen.update(counts["by_class"])
+            for name in sorted(seen):
                 value = str(counts["by_class"].get(name, 0))
                 self.publish(f"{self.topic}/{camera}/{zone}/{name}", value, retain=True)
-
-    def _classes_seen(self, camera: str, zone: str) -> set[str]:
-        """Classes once published for the zone: a class that left is published as 0."""
-        prefix = f"{self.topic}/{camera}/{zone}/"
-        with self._lock:
-            return {t[len(prefix) :] for t in self._retained if t.startswith(prefix)} - {"all"}
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
         self.publish(f"{self.topic}/stats", json.dumps(stats, separators=(",", ":")))

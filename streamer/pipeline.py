@@ -717,8 +717,9 @@ class Pipeline:
             events = self._analytics.update(detections, frame, timestamp)
             self._last_frame = frame
         image = None
-        wanted = self._wants_image and any(w.wants_frame() for w in self._image_workers)
-        if wanted and not self._draws_frames:  # live frames are drawn in _draw
+        # live frames are drawn in _draw; here, only when an image output takes one now
+        drawn_here = self._wants_image and not self._draws_frames
+        if drawn_here and any(w.wants_frame() for w in self._image_workers):
             image = renderer.render(
                 frame.pixels(),
                 detections,
