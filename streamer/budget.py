@@ -133,6 +133,7 @@ class BudgetStatus:
     shares: dict[str, float]  # requests/s each camera may count on now
     granted: dict[str, int]  # slots granted per camera since it joined
     waiting: dict[str, int]  # requests waiting for a slot now
+    tokens: float = 0.0  # sends that could go now without waiting
 
 
 @dataclass(eq=False)
@@ -240,9 +241,11 @@ class RateGovernor:
     def tokens_left(self) -> float:
         """Sends that could go right now without waiting: 1 when a slot is free, else 0."""
         with self._lock:
-            now = self._clock()
-            free = max(self._next_slot, self._paused_until) <= now
-            return 1.0 if free and not any(c.waiting for c in self._cameras.values()) else 0.0
+            return self._tokens(self._clock())
+
+    def _tokens(self, now: float) -> float:
+        free = max(self._next_slot, self._paused_until) <= now
+        return 1.0 if free and not any(c.waiting for c in self._cameras.values()) else 0.0
 
     def on_rate_limited(self, retry_after: float | None, *, camera: str = "") -> None:
         """A 429: halve the rate (once per second, however many answers say so) and pause."""
@@ -399,6 +402,7 @@ class RateGovernor:
                 shares=shares,
                 granted={n: s.granted for n, s in self._cameras.items()},
                 waiting={n: len(s.waiting) for n, s in self._cameras.items()},
+                tokens=self._tokens(now),
             )
 
 

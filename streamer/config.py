@@ -349,6 +349,12 @@ class RunSettings:
     preview_width: int = setting(
         640, "the web view's previews: pixels wide, at most", low=16, high=7680, low_allowed=True
     )
+    metrics_per_camera: bool = setting(
+        False,
+        "/metrics: a latency histogram per camera for every stage (about twice the lines); "
+        "default: per camera for result age and round trip, per fleet for the others",
+        flag="--metrics-per-camera",
+    )
     mqtt: str | None = setting(
         None,
         "mqtt://[user:pass@]host[:1883] (mqtts:// for TLS): publish analytics events and "

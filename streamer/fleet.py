@@ -29,7 +29,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import signal
 import threading
@@ -378,7 +377,7 @@ class Fleet:
                 camera=name,
                 run_id=self.run_id,
                 on_prediction=self._prediction_callback(name),
-                observe=functools.partial(self._observe, name),
+                observer=_CameraObserver(self, name),
                 on_status=self._status_callback(name),
             )
         except BaseException:
@@ -532,11 +531,6 @@ class Fleet:
         if callback is None:
             return None
         return lambda output, detections: callback(name, output, detections)
-
-    def _observe(self, name: str, result: Result) -> None:
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.observe(name, result)
 
     def _status_callback(self, name: str) -> Callable[[StateEvent], None] | None:
         callback = self._on_status
@@ -713,3 +707,21 @@ def _expand(path: str | None, camera: str) -> str | None:
     if path is None:
         return None
     return path.replace(CAMERA_TEMPLATE, camera)
+
+
+class _CameraObserver:
+    """A camera's timings, to the fleet's metrics once the web server has set them."""
+
+    def __init__(self, fleet: Fleet, camera: str) -> None:
+        self._fleet = fleet
+        self._camera = camera
+
+    def result(self, result: Result) -> None:
+        metrics = self._fleet.metrics
+        if metrics is not None:
+            metrics.observe(self._camera, result)
+
+    def rendered(self, seconds: float) -> None:
+        metrics = self._fleet.metrics
+        if metrics is not None:
+            metrics.rendered(self._camera, seconds)

@@ -144,6 +144,7 @@ class Status(enum.Enum):
 class Timings:
     """Seconds spent per stage of one frame's request."""
 
+    capture_age: float = 0.0  # captured -> submitted to the pool (waiting in the sampler)
     queue_wait: float = 0.0  # submitted -> a sender picked it up
     prepare: float = 0.0  # resize, JPEG, base64
     round_trip: float = 0.0  # HTTP, all attempts and backoff included

@@ -42,6 +42,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import supervision as sv
 
@@ -68,7 +69,14 @@ from streamer.sinks.base import DropPolicy, Output, Sink, SinkWorker
 from streamer.sources import Source
 from streamer.tracking import TrackerConfig, Tracking
 
-__all__ = ["Pipeline", "PipelineSettings", "PipelineStatus", "camera_name", "new_run_id"]
+__all__ = [
+    "Pipeline",
+    "PipelineSettings",
+    "PipelineStatus",
+    "StageObserver",
+    "camera_name",
+    "new_run_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -219,13 +227,27 @@ class PipelineStatus:
     converted: int = 0  # decoded frames whose pixels some stage needed (upload, drawing)
     drawn: int = 0  # live: source frames drawn for the image outputs
     draw_dropped: int = 0  # live: source frames not drawn because drawing fell behind
+    errors: dict[str, int] = field(default_factory=dict)  # failed requests, by error class
+    events: dict[str, int] = field(default_factory=dict)  # analytics events, by type
+
+
+class StageObserver(Protocol):
+    """Timings for metrics, called on the camera's render thread; keep them short."""
+
+    def result(self, result: Result) -> None:
+        """A result handed on to the outputs (once per result)."""
+        ...
+
+    def rendered(self, seconds: float) -> None:
+        """A frame drawn for the image outputs, in ``seconds``."""
+        ...
 
 
 class Pipeline:
     """Wires the stages and owns their threads; a context manager.
 
-    Callbacks and the thread each runs on: ``observe(result)`` on the render thread,
-    once per result handed on (metrics); ``on_prediction(output, detections)`` on
+    Callbacks and the thread each runs on: ``observer`` (metrics) on the render thread,
+    once per result handed on and once per frame drawn; ``on_prediction(output, detections)`` on
     ``streamer-render-<camera>``, once per output frame (live: once per result, not
     per drawn frame); ``on_status(event)`` on the
     capture thread ``streamer-capture-<camera>``, at each state change. Keep them short: they
@@ -245,7 +267,7 @@ class Pipeline:
         budget: RateBudget | None = None,
         camera: str | None = None,
         run_id: str | None = None,
-        observe: Callable[[Result], None] | None = None,
+        observer: StageObserver | None = None,
     ) -> None:
         """``budget``: the API key's shared request budget (``Budgets.for_key``), else
         the pool's own from ``settings.sender.rate_limit``. ``camera``: the name in
@@ -257,7 +279,7 @@ class Pipeline:
         self.run_id = run_id or new_run_id()
         self._on_prediction = on_prediction
         self._on_status = on_status
-        self._observe = observe
+        self._observer = observer
         self._stop = threading.Event()
         self._finished = threading.Event()
         self.error: StreamerError | None = None
@@ -317,6 +339,7 @@ class Pipeline:
         )
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
+        self._events: collections.Counter[str] = collections.Counter()  # analytics, by type
         self.failure_reasons: collections.Counter[str] = collections.Counter()
         self._completions: collections.deque[float] = collections.deque(maxlen=120)
         self._ages: collections.deque[float] = collections.deque(maxlen=256)
@@ -618,6 +641,7 @@ class Pipeline:
         events = analytics.finish(frame, self._timestamp(frame))
         for note in analytics.never_seen():
             log.warning("%s: %s (check the class names)", self.camera, note)
+        self._count_events(events)
         if events:
             output = Output(frame=frame, image=None, record={}, events=tuple(events))
             for worker in self._record_workers:
@@ -656,6 +680,7 @@ class Pipeline:
         last = tracking.last_update
         ahead = None if last is None else (timestamp - last) * 1000
         status = "no result yet" if ahead is None else f"predicted +{ahead:.0f} ms"
+        started = time.perf_counter()
         image = renderer.render(
             frame.pixels(),
             detections,
@@ -663,6 +688,7 @@ class Pipeline:
             hud=self._hud(status) if self.settings.render.hud else None,
             overlay=self._overlay(),
         )
+        self._rendered(time.perf_counter() - started)
         record = self._record(frame, status_text(None), None, detections)
         output = Output(
             frame=frame, image=image, record=record, source_fps=self.capture.declared_fps
@@ -716,10 +742,12 @@ class Pipeline:
         if self._analytics is not None:
             events = self._analytics.update(detections, frame, timestamp)
             self._last_frame = frame
+            self._count_events(events)
         image = None
         # live frames are drawn in _draw; here, only when an image output takes one now
         drawn_here = self._wants_image and not self._draws_frames
         if drawn_here and any(w.wants_frame() for w in self._image_workers):
+            started = time.perf_counter()
             image = renderer.render(
                 frame.pixels(),
                 detections,
@@ -729,6 +757,7 @@ class Pipeline:
                 hud=self._hud(status) if self.settings.render.hud else None,
                 overlay=self._overlay(),
             )
+            self._rendered(time.perf_counter() - started)
         record = self._record(frame, status, result, detections)
         if self._counts_anything and self._analytics is not None:
             record.update(self._analytics.counts())
@@ -759,11 +788,23 @@ class Pipeline:
                 if result.status is Status.OK:
                     self._completions.append(time.monotonic())
                     self._ages.append(result.age)
-        if result is not None and self._observe is not None:
+        if result is not None and self._observer is not None:
             try:
-                self._observe(result)
+                self._observer.result(result)
             except Exception:
                 log.exception("result observer failed")
+
+    def _count_events(self, events: list[dict[str, object]]) -> None:
+        if events:
+            with self._lock:
+                self._events.update(str(event["event"]) for event in events)
+
+    def _rendered(self, seconds: float) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.rendered(seconds)
+            except Exception:
+                log.exception("render observer failed")
 
     def _hud(self, status: str) -> Hud:
         now = time.monotonic()
@@ -786,6 +827,7 @@ class Pipeline:
         sender = self.pool.metrics()
         with self._lock:
             counts = dict(self._counts)
+            events = dict(self._events)
             completions = list(self._completions)
             ages = sorted(self._ages)
         inference_fps = None
@@ -823,4 +865,6 @@ class Pipeline:
             converted=capture.converted,
             drawn=counts.get("drawn", 0),
             draw_dropped=counts.get("draw_dropped", 0),
+            errors=sender.errors,
+            events=events,
         )

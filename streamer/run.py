@@ -320,7 +320,13 @@ def run(
                         "--web needs Starlette and uvicorn: pip install 'streamer[server]'"
                     ) from exc
                 preview = PreviewConfig(fps=wide.preview_fps, width=wide.preview_width)
-                web = start_control_server(fleet, wide.web, wide.web_token, preview)
+                web = start_control_server(
+                    fleet,
+                    wide.web,
+                    wide.web_token,
+                    preview,
+                    metrics_per_camera=wide.metrics_per_camera,
+                )
                 print(f"streamer: control API on {web.url}", file=sys.stderr)
             if mqtt is not None:  # before any camera: --mqtt-required fails the run first
                 mqtt.start(required=wide.mqtt_required)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from streamer.budget import RateBudget, RateGovernor
@@ -245,6 +245,7 @@ class SenderMetrics:
     latency_ewma: float | None  # round trip of ok answers
     latency_p50: float | None
     latency_p95: float | None
+    errors: dict[str, int] = field(default_factory=dict)  # by class: each failed attempt
 
 
 @dataclass
@@ -297,6 +298,7 @@ class SenderPool:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._counts = collections.Counter[str]()
+        self._errors = collections.Counter[str]()  # failed requests and frames, by class
         self._in_flight = 0
         self._latencies: collections.deque[float] = collections.deque(maxlen=512)
         self._ewma: float | None = None
@@ -404,11 +406,9 @@ class SenderPool:
                 self._send(job)
             except Exception as exc:  # a bug must not kill the thread and strand the frame
                 log.exception("sender failed on frame %d", job.frame.index)
-                self._finish(
-                    job,
-                    Status.FAILED,
-                    error=InferenceError(f"internal error: {type(exc).__name__}"),
-                )
+                error = InferenceError(f"internal error: {type(exc).__name__}")
+                self._count_error(error)
+                self._finish(job, Status.FAILED, error=error)
 
     def _send(self, job: _Job) -> None:
         picked = time.monotonic()
@@ -422,6 +422,7 @@ class SenderPool:
             prepared = self.client.prepare(image, original=frame.size)
         except StreamerError as exc:
             error = exc if isinstance(exc, InferenceError) else InferenceError(str(exc))
+            self._count_error(error)
             self._finish(job, Status.FAILED, error=error, timings=Timings(queue_wait=queue_wait))
             return
         prepare = time.monotonic() - picked
@@ -436,6 +437,7 @@ class SenderPool:
                 blocked = self._blocked(job)
                 if blocked is None:
                     continue
+                self._count_error(blocked)
                 self._finish(
                     job, Status.FAILED, error=blocked, timings=_with(timings, started, attempt)
                 )
@@ -545,6 +547,7 @@ class SenderPool:
 
     def _account_failure(self, error: InferenceError) -> None:
         """Tell the budget about 429s and the breaker about failures of the API."""
+        self._count_error(error)
         if isinstance(error, QuotaExhausted):
             with self._lock:
                 self._counts["rate_limited"] += 1
@@ -559,6 +562,10 @@ class SenderPool:
             self.breaker.record_failure(error)
         else:
             self.breaker.release_probe()
+
+    def _count_error(self, error: InferenceError) -> None:
+        with self._lock:
+            self._errors[type(error).__name__] += 1
 
     def _backoff(self, attempt: int, error: InferenceError) -> float:
         """Full-jitter exponential backoff; never sooner than the server's Retry-After."""
@@ -599,7 +606,9 @@ class SenderPool:
             status=status,
             prediction=prediction,
             error=error,
-            timings=timings or Timings(),
+            timings=replace(
+                timings or Timings(), capture_age=job.submitted_at - job.frame.captured_at
+            ),
         )
         with self._lock:
             self._counts[status.value] += 1
@@ -618,6 +627,7 @@ class SenderPool:
         with self._lock:
             latencies = sorted(self._latencies)
             counts = dict(self._counts)
+            errors = dict(self._errors)
             ewma = self._ewma
             in_flight = self._in_flight
             calls = sum(1 for t in self._calls if t >= time.monotonic() - 60)
@@ -641,6 +651,7 @@ class SenderPool:
             latency_ewma=ewma,
             latency_p50=percentile(0.5),
             latency_p95=percentile(0.95),
+            errors=errors,
         )
 
 

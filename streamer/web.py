@@ -267,9 +267,15 @@ class _Api:
         return Response(self.fleet.metrics.render(), media_type=CONTENT_TYPE)
 
 
-def create_app(fleet: Fleet, token: str | None, preview: PreviewConfig | None = None) -> Starlette:
+def create_app(
+    fleet: Fleet,
+    token: str | None,
+    preview: PreviewConfig | None = None,
+    *,
+    metrics_per_camera: bool = False,
+) -> Starlette:
     if fleet.metrics is None:  # from now on every camera's results are observed
-        fleet.metrics = FleetMetrics(fleet)
+        fleet.metrics = FleetMetrics(fleet, per_camera=metrics_per_camera)
     if fleet.preview is None:  # cameras added from now on get a preview
         fleet.preview = preview or PreviewConfig()
     api = _Api(fleet, token)
@@ -301,6 +307,8 @@ class ControlServer:
         port: int,
         token: str | None,
         preview: PreviewConfig | None = None,
+        *,
+        metrics_per_camera: bool = False,
     ) -> None:
         from streamer.server.runner import UvicornThread, is_loopback
 
@@ -309,7 +317,7 @@ class ControlServer:
                 f"--web {host} is reachable from other machines: give --web-token "
                 "(or $STREAMER_WEB_TOKEN), or bind 127.0.0.1"
             )
-        app = create_app(fleet, token, preview)
+        app = create_app(fleet, token, preview, metrics_per_camera=metrics_per_camera)
         self._thread = UvicornThread(app, host, port, name="streamer-web")
         self.url = self._thread.url
 
@@ -322,7 +330,13 @@ class ControlServer:
 
 
 def start_control_server(
-    fleet: Fleet, bind: str, token: str | None, preview: PreviewConfig | None = None
+    fleet: Fleet,
+    bind: str,
+    token: str | None,
+    preview: PreviewConfig | None = None,
+    *,
+    metrics_per_camera: bool = False,
 ) -> ControlServer:
     host, port = parse_bind(bind)
-    return ControlServer(fleet, host, port, token, preview).start()
+    server = ControlServer(fleet, host, port, token, preview, metrics_per_camera=metrics_per_camera)
+    return server.start()

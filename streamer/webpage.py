@@ -50,7 +50,9 @@ async function refresh() {
         + "</td></tr><tr><td>not sent</td><td colspan=3>" + (skipped || "-") + "</td></tr>";
     }
     const budgets = Object.entries(stats.budgets || {}).map(([host, b]) =>
-      host + ": " + b.rate.toFixed(1) + " req/s, " + b.calls_per_minute + " calls/min").join("; ");
+      host + ": " + b.rate.toFixed(1) + " req/s, " + b.calls_per_minute + " calls/min, "
+      + b.tokens + " token" + (b.tokens === 1 ? "" : "s") + " free, "
+      + Object.values(b.waiting).reduce((n, w) => n + w, 0) + " waiting").join("; ");
     document.getElementById("budgets").textContent = budgets || "no shared budget";
     document.getElementById("updated").textContent = new Date().toLocaleTimeString();
   } catch (e) { document.getElementById("updated").textContent = "the server does not answer"; }

@@ -128,11 +128,17 @@ def serve_http() -> Iterator[Callable[[type[http.server.BaseHTTPRequestHandler]]
 
 @pytest.fixture
 def web(server: ServerThread) -> Iterator[tuple[Fleet, ControlServer]]:
-    """A fleet of live cameras (none yet: add them) with its --web server on a free
-    127.0.0.1 port, no token."""
+    """A fleet of live cameras (none yet: add them) sharing a budget of 50 requests/s,
+    with its --web server on a free 127.0.0.1 port, no token."""
     from streamer.web import start_control_server
 
-    base = {"api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 5}
+    base = {
+        "api_url": server.url,
+        "model": "shapes/1",
+        "mode": "live",
+        "max_fps": 5,
+        "rate_limit": 50,
+    }
     with Fleet(base) as fleet:
         control: ControlServer = start_control_server(fleet, "127.0.0.1:0", None)
         try:

@@ -57,6 +57,9 @@ def test_the_page_shows_every_camera_live_and_its_state(
         assert page.locator(f"#cam-{name} img").screenshot() != before[name], name
     assert "fps" in (page.locator("#cam-door .figures").text_content() or "")
     assert page.locator("#cam-door .figures").text_content() != figures  # refreshed
+    budget = page.locator("#budgets").text_content() or ""
+    for shown in ("50.0 req/s", "free", "waiting"):
+        assert shown in budget, budget
     # a camera paused shows it within 2 s
     fleet.pause("aisle")
     page.wait_for_function(_state_is("aisle", "paused"), timeout=2_000)

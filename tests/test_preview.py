@@ -106,6 +106,11 @@ def test_twenty_viewers_share_one_encode_per_frame(web: tuple[Fleet, ControlServ
     # viewers: however slow the machine, never one per viewer
     assert camera.preview.encoded <= elapsed * 10 + 2
     assert camera.preview.encoded < 200
+    metrics = httpx.get(f"{control.url}/metrics", timeout=10).text
+    assert 'streamer_preview_viewers_total{camera="syn"} 20.0' in metrics
+    wait_for(lambda: camera.preview is not None and camera.preview.viewers == 0, what="gone")
+    metrics = httpx.get(f"{control.url}/metrics", timeout=10).text
+    assert 'streamer_preview_watching{camera="syn"} 0.0' in metrics
 
 
 def test_a_viewer_that_never_reads_holds_nothing_up(web: tuple[Fleet, ControlServer]) -> None:

@@ -51,6 +51,7 @@ class Preview:
         self.quality = quality
         self._lock = threading.Lock()
         self._viewers = 0
+        self._connections = 0  # viewers ever connected
         self._latest: PreviewFrame | None = None
         self._last_encode = -1e18
         self.encoded = 0
@@ -89,6 +90,7 @@ class Preview:
         """While a viewer is connected: frames are drawn and encoded for it."""
         with self._lock:
             self._viewers += 1
+            self._connections += 1
         try:
             yield
         finally:
@@ -99,6 +101,12 @@ class Preview:
     def viewers(self) -> int:
         with self._lock:
             return self._viewers
+
+    @property
+    def connections(self) -> int:
+        """Viewers connected since the camera started, gone ones included."""
+        with self._lock:
+            return self._connections
 
     def newer_than(self, sequence: int) -> PreviewFrame | None:
         """The newest JPEG if it is newer than ``sequence``; never waits."""
