@@ -6,8 +6,8 @@ watches (the baseline: the cameras alone), then 4 MJPEG viewers per camera (32 i
 each a thread reading the stream as fast as it comes) for the same time. Reported: the
 process's CPU in both phases (the viewers run in a child process, so their own reading
 is not counted) and the difference per viewer and per camera, JPEGs delivered and
-encoded, and each part's capture age when it left the server (the
-``X-Capture-Age-Ms`` header: capture to bytes out), p50/p95.
+encoded, and each part's capture age when it left the server (in each JPEG's
+comment: capture to bytes out), p50/p95.
 
     python scripts/bench_preview.py [--cameras 8] [--viewers 4] [--seconds 10]
 """
@@ -27,6 +27,7 @@ import httpx
 from streamer.fleet import Fleet
 from streamer.run import tune_threads
 from streamer.server.runner import ServerProcess
+from streamer.sinks.preview import AGE_COMMENT, MjpegReader, jpeg_comment
 from streamer.web import start_control_server
 
 
@@ -37,21 +38,13 @@ def _cpu() -> float:
 
 def viewer(url: str, stop: threading.Event, ages: list[float], lock: threading.Lock) -> None:
     """Read an MJPEG stream until ``stop``, keeping each part's capture age."""
-    buffer = b""
+    reader = MjpegReader()
     with httpx.stream("GET", url, timeout=30) as answer:
         for chunk in answer.iter_bytes():
-            buffer += chunk
-            while b"\r\n\r\n" in buffer:
-                head, rest = buffer.split(b"\r\n\r\n", 1)
-                fields = dict(
-                    line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
-                )
-                length = int(fields[b"Content-Length"])
-                if len(rest) < length + 2:
-                    break
-                buffer = rest[length + 2 :]
+            for jpeg in reader.feed(chunk):
+                age = float((jpeg_comment(jpeg) or "").removeprefix(AGE_COMMENT))
                 with lock:
-                    ages.append(float(fields[b"X-Capture-Age-Ms"]))
+                    ages.append(age)
             if stop.is_set():
                 return
 

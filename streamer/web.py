@@ -47,13 +47,14 @@ from streamer.errors import ConfigError, SourceError, StreamerError, redact
 from streamer.exits import exit_code
 from streamer.fleet import Fleet
 from streamer.metrics import CONTENT_TYPE, FleetMetrics
-from streamer.sinks.preview import PreviewConfig
+from streamer.sinks.preview import AGE_COMMENT, PreviewConfig, with_comment
 from streamer.webpage import camera_page, index_page, login_page
 
 __all__ = ["ControlServer", "parse_bind", "start_control_server"]
 
 TOKEN_COOKIE = "streamer_token"
 READY_ANSWER_S = 30.0  # /ready: a sending camera's last answer is at most this old
+_PART_HEAD = b"Content-Type: image/jpeg\r\n\r\n"
 # Settings a camera added over HTTP takes from the run, never from the request: they
 # name files to write, URLs to send frames (and the key) to, or a window to open.
 NOT_OVER_HTTP = frozenset(
@@ -241,6 +242,11 @@ class _Api:
             return _error(404, f"no preview of a camera named {name!r}")
 
         async def parts() -> AsyncIterator[bytes]:
+            # A browser shows a part only once the next part's headers come (Chromium
+            # finishes an image when the next one starts: a whole preview interval
+            # later), so each JPEG goes out with the next part's headers after it, and
+            # the parts have no Content-Length; the age rides in the JPEG, as a comment.
+            yield b"--frame\r\n" + _PART_HEAD
             with preview.watching():
                 sequence = 0
                 while not preview.closed:
@@ -250,11 +256,8 @@ class _Api:
                         continue
                     sequence = frame.sequence
                     age = (time.monotonic() - frame.captured_at) * 1000  # capture to now
-                    head = (
-                        f"--frame\r\nContent-Type: image/jpeg\r\n"
-                        f"Content-Length: {len(frame.jpeg)}\r\nX-Capture-Age-Ms: {age:.1f}"
-                    )
-                    yield head.encode() + b"\r\n\r\n" + frame.jpeg + b"\r\n"
+                    jpeg = with_comment(frame.jpeg, f"{AGE_COMMENT}{age:.1f}")
+                    yield jpeg + b"\r\n--frame\r\n" + _PART_HEAD
 
         return StreamingResponse(
             parts(),

@@ -16,6 +16,7 @@ import numpy as np
 
 from streamer.fleet import Fleet
 from streamer.server import ServerThread
+from streamer.sinks.preview import AGE_COMMENT, MjpegReader, PreviewConfig, jpeg_comment
 from streamer.web import TOKEN_COOKIE, ControlServer, start_control_server
 from tests.helpers import wait_for
 
@@ -26,30 +27,17 @@ def read_jpegs(
     url: str, count: int, ages: list[float] | None = None, **options: Any
 ) -> list[np.ndarray]:
     """The first ``count`` JPEGs of an MJPEG stream, decoded; each part's capture age
-    (ms, from its ``X-Capture-Age-Ms`` header) goes into ``ages`` when given."""
+    (ms, from the JPEG's comment) goes into ``ages`` when given."""
     images: list[np.ndarray] = []
-    buffer = b""
+    reader = MjpegReader()
     with httpx.stream("GET", url, timeout=20, **options) as answer:
         assert answer.status_code == 200, answer.read()
         assert answer.headers["content-type"] == "multipart/x-mixed-replace; boundary=frame"
         for chunk in answer.iter_bytes():
-            buffer += chunk
-            while b"\r\n\r\n" in buffer:
-                head, rest = buffer.split(b"\r\n\r\n", 1)
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
-                )
-                if len(rest) < length + 2:
-                    break
+            for jpeg in reader.feed(chunk):
+                comment = jpeg_comment(jpeg) or ""
                 if ages is not None:
-                    ages.extend(
-                        float(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"x-capture-age-ms")
-                    )
-                jpeg, buffer = rest[:length], rest[length + 2 :]
+                    ages.append(float(comment.removeprefix(AGE_COMMENT)))
                 images.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
             if len(images) >= count:
                 return images
@@ -150,6 +138,40 @@ def test_with_a_token_pages_ask_for_it_and_a_cookie_lets_a_browser_in(
                 assert browser.get("/api/stats").status_code == 200
                 assert len(read_jpegs(f"{control.url}/camera/syn/preview.mjpg", 2,
                                       cookies={TOKEN_COOKIE: "s3cret-token"})) == 2  # fmt: skip
+        finally:
+            control.close()
+            fleet.stop()
+
+
+def test_each_jpeg_is_followed_at_once_by_the_next_parts_headers(server: ServerThread) -> None:
+    """A browser shows a part only when the next part's headers arrive: they must go out
+    with the JPEG, not with the next one (Chromium would show every frame one preview
+    interval late). At 0.5 previews a second, the headers after the first JPEG come
+    while only one JPEG exists."""
+    base = {"api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 5}
+    with Fleet(base) as fleet:
+        control = start_control_server(fleet, "127.0.0.1:0", None, PreviewConfig(fps=0.5))
+        try:
+            camera = fleet.add("syn", LIVE)
+            preview = camera.preview
+            assert preview is not None
+            received = b""
+            with httpx.stream(
+                "GET", f"{control.url}/camera/syn/preview.mjpg", timeout=20
+            ) as answer:
+                for chunk in answer.iter_bytes():
+                    received += chunk
+                    end = received.find(b"\xff\xd9")  # the first JPEG's end (no EOI inside)
+                    if end >= 0 and received.endswith(
+                        b"\r\n--frame\r\nContent-Type: image/jpeg\r\n\r\n"
+                    ):
+                        break
+            assert preview.encoded == 1  # the next part has not been made yet
+            jpegs = MjpegReader().feed(received)
+            assert len(jpegs) == 1
+            assert (jpeg_comment(jpegs[0]) or "").startswith(AGE_COMMENT)
+            image = cv2.imdecode(np.frombuffer(jpegs[0], np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape == (240, 320, 3)
         finally:
             control.close()
             fleet.stop()

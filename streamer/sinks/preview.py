@@ -20,7 +20,17 @@ import numpy as np
 
 from streamer.sinks.base import DropPolicy, Output
 
-__all__ = ["Preview", "PreviewConfig", "PreviewFrame"]
+__all__ = [
+    "AGE_COMMENT",
+    "MjpegReader",
+    "Preview",
+    "PreviewConfig",
+    "PreviewFrame",
+    "jpeg_comment",
+    "with_comment",
+]
+
+AGE_COMMENT = "capture-age-ms="  # in each preview JPEG's comment: capture to bytes out
 
 
 @dataclass(frozen=True)
@@ -113,3 +123,45 @@ class Preview:
         with self._lock:
             latest = self._latest
         return latest if latest is not None and latest.sequence > sequence else None
+
+
+def with_comment(jpeg: bytes, text: str) -> bytes:
+    """``jpeg`` with a comment segment (COM) right after its start marker."""
+    body = text.encode("ascii")
+    return jpeg[:2] + b"\xff\xfe" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def jpeg_comment(jpeg: bytes) -> str | None:
+    """The comment ``with_comment`` put in, if any."""
+    if jpeg[2:4] != b"\xff\xfe":
+        return None
+    size = int.from_bytes(jpeg[4:6], "big")
+    return jpeg[6 : 4 + size].decode("ascii", "replace")
+
+
+class MjpegReader:
+    """The viewer's side of ``/camera/<name>/preview.mjpg``: feed it the bytes as they
+    come, take the JPEGs whole. Parts end at the next boundary (they carry no length)."""
+
+    def __init__(self, boundary: bytes = b"frame") -> None:
+        self._boundary = b"\r\n--" + boundary + b"\r\n"
+        self._buffer = b"\r\n"  # the stream opens with the boundary, no CRLF before it
+        self._in_part = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        jpegs: list[bytes] = []
+        while True:
+            if not self._in_part:
+                start = self._buffer.find(self._boundary)
+                head_end = self._buffer.find(b"\r\n\r\n", start + len(self._boundary) - 2)
+                if start < 0 or head_end < 0:
+                    return jpegs
+                self._buffer = self._buffer[head_end + 4 :]
+                self._in_part = True
+            end = self._buffer.find(self._boundary)
+            if end < 0:
+                return jpegs
+            jpegs.append(self._buffer[:end])
+            self._buffer = self._buffer[end:]
+            self._in_part = False
