@@ -24,7 +24,6 @@ never blocks the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import time
@@ -250,10 +249,9 @@ class _Api:
             with preview.watching():
                 sequence = 0
                 while not preview.closed:
-                    frame = preview.newer_than(sequence)
+                    frame = await preview.next_after(sequence, timeout=1.0)
                     if frame is None:
-                        await asyncio.sleep(min(0.02, preview.interval / 4))
-                        continue
+                        continue  # none made in a second (or closed): look at closed again
                     sequence = frame.sequence
                     age = (time.monotonic() - frame.captured_at) * 1000  # capture to now
                     jpeg = with_comment(frame.jpeg, f"{AGE_COMMENT}{age:.1f}")

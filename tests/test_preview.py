@@ -171,6 +171,7 @@ def test_each_jpeg_is_followed_at_once_by_the_next_parts_headers(server: ServerT
             assert len(jpegs) == 1
             assert (jpeg_comment(jpegs[0]) or "").startswith(AGE_COMMENT)
             image = cv2.imdecode(np.frombuffer(jpegs[0], np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None
             assert image.shape == (240, 320, 3)
         finally:
             control.close()

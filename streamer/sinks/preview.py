@@ -9,6 +9,7 @@ so a slow viewer skips frames instead of queueing them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -63,6 +64,8 @@ class Preview:
         self._viewers = 0
         self._connections = 0  # viewers ever connected
         self._latest: PreviewFrame | None = None
+        # viewers waiting for the next JPEG, woken on their event loop when it is made
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._last_encode = -1e18
         self.encoded = 0
         self.closed = False
@@ -89,9 +92,18 @@ class Preview:
             self._last_encode = time.monotonic()
             self.encoded += 1
             self._latest = PreviewFrame(self.encoded, jpeg.tobytes(), output.frame.captured_at)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, waiter)
 
     def close(self) -> None:
         self.closed = True
+        self._wake()
 
     # -- the viewers' side ------------------------------------------------------------------
 
@@ -123,6 +135,28 @@ class Preview:
         with self._lock:
             latest = self._latest
         return latest if latest is not None and latest.sequence > sequence else None
+
+    async def next_after(self, sequence: int, timeout: float) -> PreviewFrame | None:
+        """The newest JPEG newer than ``sequence``, waiting up to ``timeout`` seconds for
+        one to be made (woken when it is, not polling); ``None`` if none came or the
+        preview closed."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (asyncio.get_running_loop(), waiter)
+        with self._lock:
+            latest = self._latest
+            if latest is not None and latest.sequence > sequence:
+                return latest
+            if self.closed:
+                return None
+            self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            with self._lock:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+            return None
+        return self.newer_than(sequence)
 
 
 def with_comment(jpeg: bytes, text: str) -> bytes:
@@ -165,3 +199,8 @@ class MjpegReader:
             jpegs.append(self._buffer[:end])
             self._buffer = self._buffer[end:]
             self._in_part = False
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # not already given up on (timeout, the viewer gone)
+        waiter.set_result(None)
