@@ -37,7 +37,14 @@ from typing import Protocol
 
 from streamer.errors import ConfigError
 
-__all__ = ["BudgetStatus", "Budgets", "RateBudget", "RateGovernor", "fair_shares"]
+__all__ = [
+    "BudgetRegistry",
+    "BudgetStatus",
+    "Budgets",
+    "RateBudget",
+    "RateGovernor",
+    "fair_shares",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,23 @@ class RateBudget(Protocol):
 
     def calls_per_minute(self) -> int:
         """Slots granted in the last minute."""
+        ...
+
+    def status(self) -> BudgetStatus:
+        """A snapshot for stats."""
+        ...
+
+
+class BudgetRegistry(Protocol):
+    """Where a fleet gets each API key's budget: ``Budgets`` in one process,
+    ``streamer.leases.LeasedBudgets`` across processes and machines."""
+
+    def for_key(self, key_fingerprint: str, host: str, cap: float) -> RateBudget:
+        """The budget of this key at this host; ``ConfigError`` if it has another cap."""
+        ...
+
+    def items(self) -> list[tuple[str, RateBudget]]:
+        """(host, budget) pairs, for stats (the key never shown)."""
         ...
 
 
@@ -429,7 +453,7 @@ class Budgets:
                 )
             return budget
 
-    def items(self) -> list[tuple[str, RateGovernor]]:
+    def items(self) -> list[tuple[str, RateBudget]]:
         """(host, budget) pairs, for stats (the key never shown)."""
         with self._lock:
             return [(host, budget) for (_, host), budget in self._budgets.items()]

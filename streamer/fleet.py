@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import supervision as sv
 
-from streamer.budget import Budgets, BudgetStatus
+from streamer.budget import BudgetRegistry, Budgets, BudgetStatus
 from streamer.camera import (
     Camera,
     Outputs,
@@ -221,6 +221,7 @@ class Fleet:
         on_quit: Callable[[], None] | None = None,
         on_note: Callable[[str], None] | None = None,
         mqtt: MqttPublisher | None = None,
+        budgets: BudgetRegistry | None = None,
     ) -> None:
         """``base``: settings every camera starts from (``RunConfig`` fields, checked
         again per camera). ``share_outputs``: a JSON lines path without ``{camera}``
@@ -228,7 +229,8 @@ class Fleet:
         second camera on it is refused. ``on_quit``: a window's q or Esc. ``on_note``:
         a line for the person running it (which server answers), else logged.
         ``mqtt``: the run's broker connection (started by the caller, closed by it after
-        the fleet): every camera publishes its events and counts there."""
+        the fleet): every camera publishes its events and counts there. ``budgets``:
+        where each API key's budget comes from (default: this process's own)."""
         self.mqtt = mqtt
         # Prometheus metrics (``streamer.metrics.FleetMetrics``), when the web server
         # serves them: every camera's results are observed there
@@ -246,7 +248,7 @@ class Fleet:
         self._on_end = on_end
         self._on_quit = on_quit
         self._on_note = on_note
-        self.budgets = Budgets()
+        self.budgets: BudgetRegistry = budgets if budgets is not None else Budgets()
         self._lock = threading.RLock()
         self._cameras: dict[str, Camera] = {}
         self._reserved: set[str] = set()  # names being added
