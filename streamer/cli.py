@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
 
     _add_run_parser(commands)
+    _add_batch_parser(commands)
 
     return parser
 
@@ -256,6 +257,32 @@ def _flag_help(item: dataclasses.Field[Any]) -> str:
     return text.replace("%", "%%")  # argparse formats help with %
 
 
+def _add_setting_flags(
+    command: argparse.ArgumentParser, skip: frozenset[str] = frozenset()
+) -> None:
+    """Every setting a flag, named, typed and explained once, in streamer.config; all
+    default to None so that only the flags given override the --config file."""
+    from streamer.config import settings_fields
+
+    for item in settings_fields():
+        flag = item.metadata.get("flag")
+        if flag == "" or item.metadata.get("config_only") or item.name in skip:
+            continue  # given as SOURCE, or in a config file only
+        if isinstance(item.default, bool):
+            command.add_argument(
+                str(flag), dest=item.name, action="store_const", const=not item.default,
+                default=None, help=_flag_help(item),
+            )  # fmt: skip
+            continue
+        command.add_argument(
+            str(flag or "--" + item.name.replace("_", "-")),
+            dest=item.name,
+            type=_flag_type(item),
+            default=None,
+            help=_flag_help(item),
+        )
+
+
 def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     run = commands.add_parser(
         "run",
@@ -274,29 +301,92 @@ def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         metavar="SOURCE",
         help="what to read, one or more (or source: / cameras: in --config)",
     )
-    # every setting a flag, named, typed and explained once, in streamer.config; all
-    # default to None so that only the flags given override the --config file
-    from streamer.config import settings_fields
-
-    for item in settings_fields():
-        flag = item.metadata.get("flag")
-        if flag == "" or item.metadata.get("config_only"):
-            continue  # given as SOURCE, or in a config file only
-        if isinstance(item.default, bool):
-            run.add_argument(
-                str(flag), dest=item.name, action="store_const", const=not item.default,
-                default=None, help=_flag_help(item),
-            )  # fmt: skip
-            continue
-        run.add_argument(
-            str(flag or "--" + item.name.replace("_", "-")),
-            dest=item.name,
-            type=_flag_type(item),
-            default=None,
-            help=_flag_help(item),
-        )
+    _add_setting_flags(run)
     run.add_argument("--config", type=Path, help="YAML settings (flags override them)")
     run.add_argument("--models-dir", type=Path, help="weights for the embedded server's coco/1")
+
+
+# per camera or per run, and meaningless for files processed one by one in workers
+_NOT_IN_BATCH = frozenset(
+    {"name", "mode", "stall_timeout", "connect_timeout", "reconnect", "weight", "min_fps",
+     "show", "render_fps", "progress", "web", "web_token", "preview_fps", "preview_width",
+     "metrics_per_camera", "mqtt", "mqtt_topic", "mqtt_required"}
+)  # fmt: skip
+
+
+def _add_batch_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="annotate many recorded files, each once, over worker processes or a Ray cluster",
+        description="Process every file the PATTERNs match (quote them: 'archive/**/*.mp4'), "
+        "each once, as 'streamer run' does (one record per frame, in order), over --workers "
+        "local processes or a Ray cluster (--ray), all sharing one API budget "
+        "(--rate-limit). Output templates take {stem}, {name}, {parent}. A rerun skips "
+        "files whose outputs all exist and redoes the others.",
+        epilog=_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("patterns", nargs="+", metavar="PATTERN", help="files or glob patterns")
+    batch.add_argument(
+        "--workers", type=_positive_int, default=2, help="local worker processes (2)"
+    )
+    batch.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run on a Ray cluster: 'local' (start one here), 'auto' (the one 'ray start' "
+        "made on this machine) or its host:port",
+    )
+    _add_setting_flags(batch, skip=_NOT_IN_BATCH)
+    batch.add_argument("--config", type=Path, help="YAML settings (flags override them)")
+    batch.add_argument("--models-dir", type=Path, help="weights for the embedded server's coco/1")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _batch(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from streamer.batch import TEMPLATED, expand, plan, run_batch
+    from streamer.config import load_fleet, settings_fields
+
+    overrides = {
+        item.name: getattr(args, item.name)
+        for item in settings_fields()
+        if item.name != "source" and hasattr(args, item.name)
+    }
+    files = expand(args.patterns)
+    templates = {k: overrides.pop(k) for k in TEMPLATED}  # not paths yet: checked per file
+    checked = load_fleet(args.config, overrides, [str(files[0])])  # settings checked once
+    # a config file's per-camera and run-wide keys (show, web, ...) have no meaning here
+    base = {k: v for k, v in checked.base.items() if k not in _NOT_IN_BATCH}
+    for key, template in templates.items():
+        if template is not None:
+            base[key] = template
+    with contextlib.ExitStack() as stack:
+        if base.get("api_url") is None and base.get("api_key") is None:
+            if args.ray not in (None, "local"):
+                raise ConfigError(
+                    "--ray across machines needs --api-url (an inference server every node "
+                    "reaches); the embedded one listens on 127.0.0.1 of this machine"
+                )
+            from streamer.server import ServerConfig, ServerThread
+
+            server = stack.enter_context(
+                ServerThread(ServerConfig(port=0, models_dir=args.models_dir))
+            )
+            base["api_url"] = server.url
+            print(f"streamer: no API URL or key: using the embedded server at {server.url}",
+                  file=sys.stderr)  # fmt: skip
+        jobs = plan(files, base, budget_cap=base.get("rate_limit"))
+        return run_batch(jobs, workers=args.workers, ray_address=args.ray)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -421,9 +511,9 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = args.command == "run" and not args.debug  # the progress line tells the state
+    quiet = args.command in ("run", "batch") and not args.debug  # the progress line tells the state
     _setup_logging(args.debug, quiet)
-    handlers = {"serve": _serve, "synth": _synth, "run": _run}
+    handlers = {"serve": _serve, "synth": _synth, "run": _run, "batch": _batch}
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

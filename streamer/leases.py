@@ -19,7 +19,10 @@ know the leases still out. A 429 from any holder halves the whole book's rate (o
 second) and pauses everyone for its Retry-After; the rate recovers additively, as the
 local ``RateGovernor`` does. A holder's lease ends, by its own clock, no later than the
 book's (it counts from before it asked), so the two never disagree in the unsafe
-direction.
+direction. A holder takes a send slot only when it is due (never books ahead), so a
+cut lease slows its very next send. Holders pace independently: over any window the
+API may see up to one request per holder above the rate (an API's token bucket with
+a burst of at least the number of holders absorbs it).
 """
 
 from __future__ import annotations
@@ -334,18 +337,23 @@ class LeasedBudget:
                         return None
                     slot = max(pacer.next_slot, pacer.paused_until, now)
                     usable = pacer.rate > 0 and slot < pacer.valid_until
-                    if usable and (deadline is None or slot < deadline):
+                    if usable and slot <= now:
+                        # a slot is taken only when due, never booked ahead: a lease cut
+                        # to a lower rate slows the very next send
                         pacer.next_slot = max(slot, now - 0.5 / pacer.rate) + 1 / pacer.rate
                         pacer.sent += 1
                         pacer.sent_total += 1
-                        self._calls.append(slot)
-                        return slot
-                    # no rate, no valid lease, or the slot is past the deadline: wait for
-                    # a renewal (or the deadline)
+                        self._calls.append(now)
+                        self._changed.notify_all()  # the others look at the next slot
+                        return now
+                    # no rate, no valid lease, or not due yet: wait for it, a renewal or
+                    # the deadline
                     wait = _WAIT_STEP_S
+                    if usable:
+                        wait = min(wait, slot - now)
                     if deadline is not None:
-                        wait = min(wait, max(0.001, deadline - now))
-                    self._changed.wait(wait)
+                        wait = min(wait, deadline - now)
+                    self._changed.wait(max(0.001, wait))
             finally:
                 pacer.waiting -= 1
 
