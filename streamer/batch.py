@@ -66,6 +66,7 @@ class FileResult:
     seconds: float = 0.0
     worker: str = ""  # host and pid (and Ray node) it ran on
     sent: int = 0  # requests sent
+    started_at: float = 0.0  # wall clock (s since the epoch), for spans across machines
     rate_limited: int = 0  # 429s answered
 
 
@@ -159,7 +160,7 @@ def process_file(job: FileJob, lender: Lender | None = None) -> FileResult:
     """One file to its end, in a worker process or a Ray task: a fleet of one camera."""
     from streamer.fleet import Fleet
 
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     budgets = None
     if lender is not None and job.budget_cap is not None:
@@ -184,6 +185,7 @@ def process_file(job: FileJob, lender: Lender | None = None) -> FileResult:
             seconds=time.monotonic() - started,
             worker=worker,
             sent=camera.pipeline.pool.metrics().submitted,
+            started_at=started_at,
             rate_limited=status.rate_limited,
         )
     except StreamerError as exc:

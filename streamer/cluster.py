@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -49,16 +50,28 @@ def _ray() -> Any:
 def connect(address: str) -> None:
     """Join the cluster at ``address`` (``auto``: the one ``ray start`` made on this
     machine), or start one in this process (``local``, bound to 127.0.0.1)."""
+    if address == "local" and "ray" not in sys.modules:
+        # Ray binds the machine's routable address unless told this machine is the
+        # whole cluster; it reads this when imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = _ray()
     if ray.is_initialized():
         return
     try:
         if address == "local":
-            # Ray binds the node's routable address unless told this machine is the cluster
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-            ray.init(include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
+            ray.init(
+                include_dashboard=False,
+                log_to_driver=False,
+                namespace=NAMESPACE,
+                logging_level=logging.WARNING,
+            )
         else:
-            ray.init(address=address, log_to_driver=False, namespace=NAMESPACE)
+            ray.init(
+                address=address,
+                log_to_driver=False,
+                namespace=NAMESPACE,
+                logging_level=logging.WARNING,
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"--ray {clean(address, 80)}: {clean(str(exc), 200)}") from exc
 

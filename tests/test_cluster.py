@@ -1,0 +1,131 @@
+"""``streamer batch --ray`` on a real local Ray cluster: a head and two worker nodes,
+all on 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray bind loopback
+instead of the machine's routable address, so no network namespace is needed), built
+with ``ray.cluster_utils.Cluster``. Skipped with a reason where Ray is not installed
+(``pip install -e '.[cluster]'``; ``.ci/run`` installs it).
+
+Run them alone with ``pytest tests/test_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.batch import FileResult, plan, run_batch
+from streamer.server import ServerThread
+from streamer.server.faults import FaultConfig
+from tests.helpers import ServerFactory, records
+
+# read by Ray when it is imported: before the import
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[cluster]')")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """Three nodes of one CPU each on 127.0.0.1; this test process is the driver."""
+    made = cluster_utils.Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    try:
+        for _ in range(2):
+            made.add_node(num_cpus=1)
+        made.wait_for_nodes()
+        ray.init(address=made.address, log_to_driver=False, namespace="streamer")
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+        yield made
+    finally:
+        ray.shutdown()
+        made.shutdown()
+
+
+def _files(make_clip: Callable[..., Path], folder: Path, count: int, seconds: float) -> list[Path]:
+    folder.mkdir()
+    clips = []
+    for i in range(count):
+        target = folder / f"clip{i:02d}.mp4"
+        shutil.copyfile(make_clip(seconds, width=160, height=120, fps=10, seed=i % 4), target)
+        clips.append(target)
+    return clips
+
+
+def test_a_batch_spreads_over_the_nodes_and_a_rerun_redoes_nothing(
+    cluster: Any, make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    clips = _files(make_clip, tmp_path / "archive", 11, 1)
+    broken = tmp_path / "archive" / "clip99.mp4"
+    broken.write_bytes(clips[0].read_bytes()[:2000])
+    settings = {
+        "api_url": server.url,
+        "model": "shapes/1",
+        "jsonl": str(tmp_path / "out" / "{stem}.jsonl"),
+    }
+    jobs = plan([*clips, broken], settings)
+    results: list[FileResult] = []
+    lines: list[str] = []
+    code = run_batch(
+        jobs, workers=1, ray_address=cluster.address, say=lines.append, on_result=results.append
+    )
+    assert code == 3  # the corrupt file
+    failed = [r for r in results if r.code != 0]
+    assert [Path(r.source).name for r in failed] == ["clip99.mp4"]
+    assert "not a video file, or corrupt" in (failed[0].error or "")
+    for clip in clips:
+        frames = [r["frame_index"] for r in records(tmp_path / "out" / f"{clip.stem}.jsonl")]
+        assert frames == list(range(10))  # every frame once, in order
+    nodes = {r.worker.rsplit("node ", 1)[1] for r in results}
+    assert len(nodes) >= 2, nodes  # spread over the cluster, not all on one node
+    made = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    # the rerun: the 11 finished files are skipped; only the broken one is tried again
+    again: list[FileResult] = []
+    code = run_batch(
+        plan([*clips, broken], settings),
+        workers=1,
+        ray_address=cluster.address,
+        say=lines.append,
+        on_result=again.append,
+    )
+    assert code == 3
+    assert [Path(r.source).name for r in again] == ["clip99.mp4"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == made
+
+
+def test_one_budget_across_the_nodes(
+    cluster: Any, make_clip: Callable[..., Path], start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Six files at once on three nodes, one budget of 10 requests/s (a Ray actor)
+    against a server that answers 429 past 12/s: no 429, and the rate used is the
+    budget's."""
+    limited = start_server(FaultConfig(rate_limit=12, burst=6))
+    clips = _files(make_clip, tmp_path / "archive", 6, 6)
+    settings = {
+        "api_url": limited.url,
+        "model": "shapes/1",
+        "rate_limit": 10.0,
+        "jsonl": str(tmp_path / "out" / "{stem}.jsonl"),
+    }
+    results: list[FileResult] = []
+    code = run_batch(
+        plan(clips, settings, budget_cap=10.0),
+        workers=1,
+        ray_address=cluster.address,
+        say=lambda line: None,
+        on_result=results.append,
+    )
+    assert code == 0, results
+    assert sum(r.sent for r in results) == 6 * 60
+    assert sum(r.rate_limited for r in results) == 0, results
+    assert len({r.worker.rsplit("node ", 1)[1] for r in results}) == 3
+    # never above the budget: 360 requests at 10/s take 36 s, whatever the nodes (within
+    # 5 %; the span also holds each file's start, so it is the rate's upper bound)
+    span = max(r.started_at + r.seconds for r in results) - min(r.started_at for r in results)
+    assert 360 / span <= 10 * 1.05, span
