@@ -310,7 +310,7 @@ def _add_run_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
 _NOT_IN_BATCH = frozenset(
     {"name", "mode", "stall_timeout", "connect_timeout", "reconnect", "weight", "min_fps",
      "show", "render_fps", "progress", "web", "web_token", "preview_fps", "preview_width",
-     "metrics_per_camera", "mqtt", "mqtt_topic", "mqtt_required"}
+     "metrics_per_camera", "mqtt", "mqtt_topic", "mqtt_required", "ray_cpus"}
 )  # fmt: skip
 
 
@@ -329,12 +329,6 @@ def _add_batch_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     batch.add_argument("patterns", nargs="+", metavar="PATTERN", help="files or glob patterns")
     batch.add_argument(
         "--workers", type=_positive_int, default=2, help="local worker processes (2)"
-    )
-    batch.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="run on a Ray cluster: 'local' (start one here), 'auto' (the one 'ray start' "
-        "made on this machine) or its host:port",
     )
     _add_setting_flags(batch, skip=_NOT_IN_BATCH)
     batch.add_argument("--config", type=Path, help="YAML settings (flags override them)")
@@ -367,12 +361,13 @@ def _batch(args: argparse.Namespace) -> int:
     checked = load_fleet(args.config, overrides, [str(files[0])])  # settings checked once
     # a config file's per-camera and run-wide keys (show, web, ...) have no meaning here
     base = {k: v for k, v in checked.base.items() if k not in _NOT_IN_BATCH}
+    ray_address = base.pop("ray", None)
     for key, template in templates.items():
         if template is not None:
             base[key] = template
     with contextlib.ExitStack() as stack:
         if base.get("api_url") is None and base.get("api_key") is None:
-            if args.ray not in (None, "local"):
+            if ray_address not in (None, "local"):
                 raise ConfigError(
                     "--ray across machines needs --api-url (an inference server every node "
                     "reaches); the embedded one listens on 127.0.0.1 of this machine"
@@ -386,7 +381,7 @@ def _batch(args: argparse.Namespace) -> int:
             print(f"streamer: no API URL or key: using the embedded server at {server.url}",
                   file=sys.stderr)  # fmt: skip
         jobs = plan(files, base, budget_cap=base.get("rate_limit"))
-        return run_batch(jobs, workers=args.workers, ray_address=args.ray)
+        return run_batch(jobs, workers=args.workers, ray_address=ray_address)
 
 
 def _run(args: argparse.Namespace) -> int:

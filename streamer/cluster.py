@@ -13,24 +13,38 @@ the core never needs it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import secrets
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamer.budget import BudgetStatus
+from streamer.config import RUN_WIDE, FleetConfig
 from streamer.errors import ConfigError
-from streamer.exits import EXIT_ERROR
+from streamer.exits import EXIT_ERROR, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, worst
 from streamer.leases import TERM_S, Lease, LeaseBook
 from streamer.redaction import clean
 
 if TYPE_CHECKING:
     from streamer.batch import FileJob, FileResult
 
-__all__ = ["ActorLender", "BookActor", "connect", "ray_results"]
+__all__ = [
+    "ActorLender",
+    "BookActor",
+    "CameraActor",
+    "ClusterCameras",
+    "Coordinator",
+    "connect",
+    "ray_results",
+]
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +194,334 @@ def ray_results(jobs: list[FileJob], address: str, cap: float | None) -> Iterato
             ray.cancel(ref, force=True)
         if actor is not None:
             ray.kill(actor)
+
+
+# -- cameras as actors ---------------------------------------------------------------------
+
+CLAIM_TERM_S = 3.0  # a camera's claim: renewed every second, lapses this long after
+
+
+@dataclass
+class _Claim:
+    token: str
+    expires: float
+
+
+class Coordinator(BookActor):
+    """The run's budget and its cameras' claims, in one actor.
+
+    A camera actor processes only while it holds its camera's claim, renewed every
+    second; a new incarnation (Ray restarting the actor on another node) gets the claim
+    only once the old one has lapsed, and an incarnation that cannot renew stops its
+    pipeline before its claim lapses: one camera is never processed twice at once, even
+    while a node is being declared dead. A restarted coordinator gives no claim for one
+    term (it does not know those still held)."""
+
+    def __init__(self, cap: float | None, term: float = TERM_S) -> None:
+        super().__init__(cap if cap is not None else 1e9, term)
+        ray = _ray()
+        restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self._claims: dict[str, _Claim] = {}
+        self._claims_from = time.monotonic() + (CLAIM_TERM_S if restarted else 0.0)
+
+    def claim(self, camera: str, token: str) -> float:
+        """0 when ``token`` holds ``camera``'s claim now, else seconds to try again in."""
+        now = time.monotonic()
+        if now < self._claims_from:
+            return self._claims_from - now
+        held = self._claims.get(camera)
+        if held is not None and held.token != token and held.expires > now:
+            return held.expires - now
+        self._claims[camera] = _Claim(token, now + CLAIM_TERM_S)
+        return 0.0
+
+    def renew(self, camera: str, token: str) -> bool:
+        held = self._claims.get(camera)
+        if held is None or held.token != token or held.expires <= time.monotonic():
+            return False
+        held.expires = time.monotonic() + CLAIM_TERM_S
+        return True
+
+    def give_back(self, camera: str, token: str) -> None:
+        held = self._claims.get(camera)
+        if held is not None and held.token == token:
+            del self._claims[camera]
+
+
+class CameraActor:
+    """One camera's pipeline (a ``Fleet`` of one) in a Ray actor, on whichever node Ray
+    placed it; Ray starts it again elsewhere if its node dies. Every incarnation writes
+    its own output files (``name.<incarnation>.jsonl``): a killed one's records stay in
+    its own (hidden, temporary) file, never under another's."""
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        settings: dict[str, Any],
+        coordinator: Any,
+        run_id: str,
+    ) -> None:
+        from streamer.fleet import Fleet
+        from streamer.leases import LeasedBudgets
+
+        ray = _ray()
+        self.name = name
+        self.incarnation = secrets.token_hex(3)
+        self._coordinator = coordinator
+        self._token = f"{self.incarnation}@{ray.get_runtime_context().get_node_id()[:8]}"
+        self._wait_for_claim()
+        self._claim_lost = threading.Event()
+        cap = settings.get("rate_limit")
+        self._budgets = (
+            LeasedBudgets(ActorLender(coordinator), cap, holder_prefix=self._token)
+            if cap is not None
+            else None
+        )
+        outputs = {
+            key: _per_incarnation(settings[key], self.incarnation)
+            for key in ("output", "jsonl", "events")
+            if settings.get(key) not in (None, "-")
+        }
+        self.fleet = Fleet(
+            {**settings, **outputs},
+            budgets=self._budgets,
+            run_id=f"{run_id}-{self.incarnation}",
+            share_outputs=False,
+        )
+        self.camera = self.fleet.add(name, source)
+        self._renewer = threading.Thread(
+            target=self._renew_claim, name=f"streamer-claim-{name}", daemon=True
+        )
+        self._renewer.start()
+
+    def _wait_for_claim(self) -> None:
+        ray = _ray()
+        while True:
+            retry_in = ray.get(
+                self._coordinator.claim.remote(self.name, self._token), timeout=CALL_TIMEOUT_S
+            )
+            if retry_in <= 0:
+                return
+            time.sleep(min(retry_in + 0.05, CLAIM_TERM_S))
+
+    def _renew_claim(self) -> None:
+        """Every second; a claim not renewed in time stops the camera before it lapses."""
+        ray = _ray()
+        renewed = time.monotonic()  # the claim lapses CLAIM_TERM_S after this, or later
+        while not self.camera.ended:
+            time.sleep(1.0)
+            asked = time.monotonic()
+            try:
+                held = ray.get(self._coordinator.renew.remote(self.name, self._token), timeout=1.0)
+            except Exception:  # unanswered: stop with a margin before the claim lapses
+                held = time.monotonic() - renewed < CLAIM_TERM_S - 1.5
+            else:
+                renewed = asked if held else renewed
+            if not held:
+                log.warning("camera %s: its claim is lost; stopping here", self.name)
+                self._claim_lost.set()
+                self.fleet.stop()
+                return
+
+    def status(self) -> dict[str, Any]:
+        status = self.camera.pipeline.status()
+        return {
+            "incarnation": self.incarnation,
+            "node": self._token.split("@")[1],
+            "state": self.camera.state(),
+            "frames": status.frames,
+            "ok": status.ok,
+            "inference_fps": status.inference_fps,
+            "ended": self.camera.ended,
+            "code": self.camera.code,
+            "summary": self.camera.summary() if self.camera.ended else "",
+            "error": str(self.camera.error) if self.camera.error is not None else None,
+        }
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the camera, finalize its outputs, give its claim back."""
+        self.fleet.close()
+        if self._budgets is not None:
+            self._budgets.close()
+        self._coordinator.give_back.remote(self.name, self._token)
+        return self.status()
+
+
+def _per_incarnation(path: str, incarnation: str) -> str:
+    folder, _, name = path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    named = f"{stem}.{incarnation}.{suffix}" if dot else f"{name}.{incarnation}"
+    return f"{folder}/{named}" if folder else named
+
+
+class ClusterCameras:
+    """The head's side: each camera of the config in a Ray actor, spread over the nodes
+    by the CPUs each declares (``ray_cpus``); a reconciler keeps the actors equal to the
+    cameras wanted."""
+
+    def __init__(self, address: str, cap: float | None, run_id: str) -> None:
+        ray = _ray()
+        connect(address)
+        self.run_id = run_id
+        self.coordinator = (
+            ray.remote(Coordinator)
+            .options(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
+            .remote(cap)
+        )
+        self._wanted: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._actors: dict[str, Any] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def want(self, name: str, source: str, settings: dict[str, Any]) -> None:
+        self._wanted[name] = (source, settings)
+
+    def unwant(self, name: str) -> None:
+        self._wanted.pop(name, None)
+
+    def reconcile(self) -> None:
+        """Start the cameras wanted and not running; stop those running and not wanted."""
+        ray = _ray()
+        for name, (source, settings) in self._wanted.items():
+            if name not in self._actors and name not in self.results:
+                self._actors[name] = (
+                    ray.remote(CameraActor)
+                    .options(
+                        num_cpus=float(settings.get("ray_cpus", 0.25)),
+                        max_restarts=-1,
+                        max_task_retries=-1,
+                        max_concurrency=4,
+                        scheduling_strategy="SPREAD",
+                    )
+                    .remote(name, source, settings, self.coordinator, self.run_id)
+                )
+        for name in [n for n in self._actors if n not in self._wanted]:
+            self.results[name] = self._stop(name)
+
+    def statuses(self, timeout: float = CALL_TIMEOUT_S) -> dict[str, dict[str, Any]]:
+        """Each running camera's status (``None`` values while it is being restarted)."""
+        ray = _ray()
+        calls = {name: actor.status.remote() for name, actor in self._actors.items()}
+        found: dict[str, dict[str, Any]] = {}
+        for name, call in calls.items():
+            try:
+                found[name] = ray.get(call, timeout=timeout)
+            except Exception as exc:  # its node died, it is starting again elsewhere
+                found[name] = {"state": f"restarting ({type(exc).__name__})", "ended": False}
+        return found
+
+    def settle_ended(self, statuses: dict[str, dict[str, Any]]) -> None:
+        for name, status in statuses.items():
+            if status.get("ended") and name in self._actors:
+                self.results[name] = self._stop(name)
+
+    def _stop(self, name: str) -> dict[str, Any]:
+        ray = _ray()
+        actor = self._actors.pop(name)
+        try:
+            result: dict[str, Any] = ray.get(actor.stop.remote(), timeout=60)
+        except Exception as exc:
+            result = {"ended": True, "code": EXIT_ERROR, "error": f"stop: {type(exc).__name__}"}
+        ray.kill(actor)
+        return result
+
+    @property
+    def running(self) -> list[str]:
+        return list(self._actors)
+
+    def close(self) -> None:
+        ray = _ray()
+        for name in list(self._actors):
+            self.results[name] = self._stop(name)
+        ray.kill(self.coordinator)
+
+
+def run_cluster(config: FleetConfig, *, say: Callable[[str], None]) -> int:
+    """``streamer run --ray``: every camera of ``config`` in its own actor until each has
+    ended (recorded files) or a signal; the worst camera's exit code."""
+    from streamer.pipeline import new_run_id
+
+    wide = config.run
+    assert wide.ray is not None
+    cameras = _cameras_of(config)
+    stopping = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
+        embedded = [
+            settings
+            for _, settings in cameras.values()
+            if settings.get("api_url") is None and settings.get("api_key") is None
+        ]
+        if embedded:
+            if wide.ray != "local":
+                raise ConfigError(
+                    "--ray across machines needs --api-url (an inference server every node "
+                    "reaches); the embedded one listens on 127.0.0.1 of this machine"
+                )
+            from streamer.server import ServerConfig, ServerThread
+
+            server = stack.enter_context(ServerThread(ServerConfig(port=0)))
+            say(f"streamer: no API URL or key: using the embedded server at {server.url}")
+            for settings in embedded:
+                settings["api_url"] = server.url
+        caps = {settings.get("rate_limit") for _, settings in cameras.values()}
+        if len(caps) > 1:
+            raise ConfigError("--ray: every camera shares one --rate-limit budget; give one")
+        fleet = ClusterCameras(wide.ray, caps.pop(), new_run_id())
+        stack.callback(fleet.close)
+        for name, (source, settings) in cameras.items():
+            fleet.want(name, source, settings)
+        last_line = 0.0
+        while not stopping.is_set():
+            fleet.reconcile()
+            statuses = fleet.statuses()
+            fleet.settle_ended(statuses)
+            if not fleet.running:
+                break
+            if wide.progress and time.monotonic() - last_line >= 5.0:
+                say("ray: " + "; ".join(_camera_line(n, s) for n, s in statuses.items()))
+                last_line = time.monotonic()
+            stopping.wait(1.0)
+        fleet.close()
+        codes = []
+        for name, result in sorted(fleet.results.items()):
+            line = f"streamer: camera {name}: {result.get('summary') or result.get('state')}"
+            say(line + (f"; error: {result['error']}" if result.get("error") else ""))
+            codes.append(int(result.get("code") or 0))
+    if received:
+        return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
+    return worst(codes) if codes else EXIT_OK
+
+
+def _cameras_of(config: FleetConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each camera's name, source and settings; what --ray cannot do refused first."""
+    from streamer.pipeline import camera_name
+
+    wide = config.run
+    for flag, given in (("--web", wide.web), ("--mqtt", wide.mqtt)):
+        if given:
+            raise ConfigError(f"{flag} with --ray is not built yet: run without --ray")
+    if any(camera.outputs.show for camera in config.cameras):
+        raise ConfigError("--show with --ray: the cameras run on other machines, no window")
+    cameras: dict[str, tuple[str, dict[str, Any]]] = {}
+    for camera in config.cameras:
+        flat = camera.flat()
+        source = str(flat.pop("source"))
+        name = str(flat.pop("name", None) or camera_name(source))
+        cameras[name] = (source, {k: v for k, v in flat.items() if k not in RUN_WIDE})
+    return cameras
+
+
+def _camera_line(name: str, status: dict[str, Any]) -> str:
+    if "frames" not in status:
+        return f"{name} {status.get('state')}"
+    fps = status.get("inference_fps")
+    shown = f"{fps:.1f}/s" if fps else "-"
+    return f"{name} {status['state']} on {status['node']} ({status['ok']} ok, {shown})"

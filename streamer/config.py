@@ -270,6 +270,12 @@ class SamplerSettings:
         high=1000,
         low_allowed=True,
     )
+    ray_cpus: float = setting(
+        0.25,
+        "--ray: the CPUs this camera takes on its node (Ray places cameras by them)",
+        low=0,
+        high=256,
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -348,6 +354,11 @@ class RunSettings:
     )
     preview_width: int = setting(
         640, "the web view's previews: pixels wide, at most", low=16, high=7680, low_allowed=True
+    )
+    ray: str | None = setting(
+        None,
+        "run on a Ray cluster: local (start one on this machine, 127.0.0.1), auto (the "
+        "one 'ray start' made here) or its HOST:PORT; pip install 'streamer[cluster]'",
     )
     metrics_per_camera: bool = setting(
         False,

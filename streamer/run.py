@@ -283,6 +283,10 @@ def run(
     tune_threads()
     settings = config if isinstance(config, FleetConfig) else FleetConfig(config.flat(), [config])
     wide = settings.run
+    if wide.ray is not None:
+        from streamer.cluster import run_cluster
+
+        return run_cluster(settings, say=lambda line: print(line, file=sys.stderr))
     single = len(settings.cameras) == 1 and wide.web is None
     quit_run: list[_Run] = []
     mqtt = MqttPublisher(wide.mqtt, topic=wide.mqtt_topic) if wide.mqtt else None

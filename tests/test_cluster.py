@@ -9,8 +9,11 @@ Run them alone with ``pytest tests/test_cluster.py``.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import pytest
 from streamer.batch import FileResult, plan, run_batch
 from streamer.server import ServerThread
 from streamer.server.faults import FaultConfig
-from tests.helpers import ServerFactory, records
+from tests.helpers import ServerFactory, records, wait_for
 
 # read by Ray when it is imported: before the import
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -129,3 +132,69 @@ def test_one_budget_across_the_nodes(
     # 5 %; the span also holds each file's start, so it is the rate's upper bound)
     span = max(r.started_at + r.seconds for r in results) - min(r.started_at for r in results)
     assert 360 / span <= 10 * 1.05, span
+
+
+def test_cameras_on_a_dead_node_come_back_elsewhere_and_never_run_twice(
+    cluster: Any, server: ServerThread, tmp_path: Path
+) -> None:
+    """Six live cameras as actors spread over the nodes, one node added for them and
+    then killed (its raylet and workers SIGKILLed): each camera it held is processing
+    again on the surviving nodes within 30 s (Ray's own failure detection, defaults),
+    no camera's records come from two incarnations in overlapping time, every JSON line
+    is whole."""
+    from streamer.cluster import ClusterCameras
+
+    victim = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    victim_id = victim.node_id[:8]
+    cameras = ClusterCameras(cluster.address, None, "test")
+    settings = {
+        "api_url": server.url, "model": "shapes/1", "mode": "live", "max_fps": 4,
+        "ray_cpus": 0.2, "jsonl": str(tmp_path / "{camera}.jsonl"),
+    }  # fmt: skip
+    names = [f"cam{i}" for i in range(6)]
+    try:
+        for i, name in enumerate(names):
+            cameras.want(name, f"synthetic:?size=160x120&fps=10&seed={i}", settings)
+        cameras.reconcile()
+
+        def answering() -> dict[str, dict[str, Any]]:
+            found = cameras.statuses()
+            return found if all(s.get("ok", 0) >= 3 for s in found.values()) else {}
+
+        wait_for(answering, timeout=90, what="every camera answered")
+        before = cameras.statuses()
+        held = [n for n, s in before.items() if s["node"] == victim_id]
+        assert held, f"no camera on the added node {victim_id}: {before}"
+        killed_at = time.monotonic()
+        cluster.remove_node(victim, allow_graceful=False)
+
+        def back() -> bool:
+            now = cameras.statuses()
+            return all(
+                now[n].get("incarnation") not in (None, before[n]["incarnation"])
+                and now[n].get("node") != victim_id
+                and now[n].get("ok", 0) >= 2
+                for n in held
+            )
+
+        wait_for(back, timeout=60, what="the cameras back on other nodes")
+        recovered_s = time.monotonic() - killed_at
+        print(f"\ncameras back {recovered_s:.1f} s after their node died ({len(held)} of 6)")
+        assert recovered_s < 30, recovered_s
+    finally:
+        cameras.close()
+    for name in names:
+        spans: dict[str, tuple[float, float]] = {}
+        for path in tmp_path.glob(f"*{name}.*jsonl"):  # committed, and a killed one's temp
+            for line in path.read_text().splitlines():
+                record = json.loads(line)  # every line whole
+                low, high = spans.get(record["run_id"], (record["wall_time"],) * 2)
+                spans[record["run_id"]] = (
+                    min(low, record["wall_time"]),
+                    max(high, record["wall_time"]),
+                )
+        ordered = sorted(spans.values())
+        assert len(ordered) == (2 if name in held else 1), (name, spans)
+        for (_, end), (start, _) in itertools.pairwise(ordered):
+            assert end < start, (name, ordered)  # one incarnation at a time
