@@ -24,14 +24,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.budget import BudgetStatus
 from streamer.config import RUN_WIDE, FleetConfig
-from streamer.errors import ConfigError
-from streamer.exits import EXIT_ERROR, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, worst
+from streamer.errors import ConfigError, StreamerError
+from streamer.exits import EXIT_ERROR, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, exit_code, worst
 from streamer.leases import TERM_S, Lease, LeaseBook
-from streamer.redaction import clean
+from streamer.redaction import clean, redact
 
 if TYPE_CHECKING:
     from streamer.batch import FileJob, FileResult
@@ -289,7 +290,15 @@ class CameraActor:
             run_id=f"{run_id}-{self.incarnation}",
             share_outputs=False,
         )
-        self.camera = self.fleet.add(name, source)
+        self.failed: dict[str, Any] | None = None
+        try:
+            self.camera = self.fleet.add(name, source)
+        except StreamerError as exc:  # a bad source or setting: said, not retried
+            key = settings.get("api_key")
+            self.failed = {"state": "failed", "ended": True, "code": exit_code(exc),
+                           "error": redact(str(exc), key), "summary": "not started"}  # fmt: skip
+            self._coordinator.give_back.remote(self.name, self._token)
+            return
         self._renewer = threading.Thread(
             target=self._renew_claim, name=f"streamer-claim-{name}", daemon=True
         )
@@ -325,6 +334,8 @@ class CameraActor:
                 return
 
     def status(self) -> dict[str, Any]:
+        if self.failed is not None:
+            return self.failed
         status = self.camera.pipeline.status()
         return {
             "incarnation": self.incarnation,
@@ -341,6 +352,9 @@ class CameraActor:
 
     def stop(self) -> dict[str, Any]:
         """Stop the camera, finalize its outputs, give its claim back."""
+        if self.failed is not None:
+            self.fleet.close()
+            return self.failed
         self.fleet.close()
         if self._budgets is not None:
             self._budgets.close()
@@ -406,6 +420,9 @@ class ClusterCameras:
         for name, call in calls.items():
             try:
                 found[name] = ray.get(call, timeout=timeout)
+            except ray.exceptions.ActorDiedError as exc:  # for good: it will not restart
+                found[name] = {"state": "failed", "ended": True, "code": EXIT_ERROR,
+                               "error": clean(str(exc), 300)}  # fmt: skip
             except Exception as exc:  # its node died, it is starting again elsewhere
                 found[name] = {"state": f"restarting ({type(exc).__name__})", "ended": False}
         return found
@@ -413,7 +430,8 @@ class ClusterCameras:
     def settle_ended(self, statuses: dict[str, dict[str, Any]]) -> None:
         for name, status in statuses.items():
             if status.get("ended") and name in self._actors:
-                self.results[name] = self._stop(name)
+                result = self._stop(name)
+                self.results[name] = status if status.get("state") == "failed" else result
 
     def _stop(self, name: str) -> dict[str, Any]:
         ray = _ray()
@@ -436,7 +454,9 @@ class ClusterCameras:
         ray.kill(self.coordinator)
 
 
-def run_cluster(config: FleetConfig, *, say: Callable[[str], None]) -> int:
+def run_cluster(
+    config: FleetConfig, *, say: Callable[[str], None], models_dir: Path | None = None
+) -> int:
     """``streamer run --ray``: every camera of ``config`` in its own actor until each has
     ended (recorded files) or a signal; the worst camera's exit code."""
     from streamer.pipeline import new_run_id
@@ -467,7 +487,9 @@ def run_cluster(config: FleetConfig, *, say: Callable[[str], None]) -> int:
                 )
             from streamer.server import ServerConfig, ServerThread
 
-            server = stack.enter_context(ServerThread(ServerConfig(port=0)))
+            server = stack.enter_context(
+                ServerThread(ServerConfig(port=0, models_dir=models_dir))
+            )
             say(f"streamer: no API URL or key: using the embedded server at {server.url}")
             for settings in embedded:
                 settings["api_url"] = server.url
@@ -514,6 +536,12 @@ def _cameras_of(config: FleetConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     for camera in config.cameras:
         flat = camera.flat()
         source = str(flat.pop("source"))
+        # an actor's working folder is not this one: files by their absolute path
+        if Path(source).exists():
+            source = str(Path(source).resolve())
+        for key in ("output", "jsonl", "events", "snapshots"):
+            if flat.get(key) not in (None, "-"):
+                flat[key] = str(Path(flat[key]).absolute())
         name = str(flat.pop("name", None) or camera_name(source))
         cameras[name] = (source, {k: v for k, v in flat.items() if k not in RUN_WIDE})
     return cameras

@@ -286,7 +286,9 @@ def run(
     if wide.ray is not None:
         from streamer.cluster import run_cluster
 
-        return run_cluster(settings, say=lambda line: print(line, file=sys.stderr))
+        return run_cluster(
+            settings, say=lambda line: print(line, file=sys.stderr), models_dir=models_dir
+        )
     single = len(settings.cameras) == 1 and wide.web is None
     quit_run: list[_Run] = []
     mqtt = MqttPublisher(wide.mqtt, topic=wide.mqtt_topic) if wide.mqtt else None

@@ -23,7 +23,7 @@ import pytest
 from streamer.batch import FileResult, plan, run_batch
 from streamer.server import ServerThread
 from streamer.server.faults import FaultConfig
-from tests.helpers import ServerFactory, records, wait_for
+from tests.helpers import ServerFactory, records, run_cli, wait_for
 
 # read by Ray when it is imported: before the import
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -198,3 +198,28 @@ def test_cameras_on_a_dead_node_come_back_elsewhere_and_never_run_twice(
         assert len(ordered) == (2 if name in held else 1), (name, spans)
         for (_, end), (start, _) in itertools.pairwise(ordered):
             assert end < start, (name, ordered)  # one incarnation at a time
+
+
+def test_run_ray_local_from_the_command_line(
+    make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    """``streamer run --ray local``: a Ray instance of its own on 127.0.0.1, a recorded
+    file and a broken one as cameras; each incarnation's records under its own name."""
+    clip = make_clip(1, width=160, height=120, fps=10)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clip.read_bytes()[:2000])
+    config = tmp_path / "cameras.yaml"
+    config.write_text(
+        f"api_url: {server.url}\nmodel: shapes/1\njsonl: {tmp_path}/out/{{camera}}.jsonl\n"
+        f"cameras:\n  - {{name: clip, source: {clip}}}\n  - {{name: broken, source: {broken}}}\n"
+    )
+    (tmp_path / "out").mkdir()
+    done = run_cli("run", "--ray", "local", "--config", str(config), timeout=180)
+    assert done.returncode == 3, done.stderr  # the broken file's camera
+    assert "camera broken: not started; error: cannot open" in done.stderr
+    assert "Traceback" not in done.stderr
+    (written,) = (tmp_path / "out").glob("clip.*.jsonl")
+    assert [r["frame_index"] for r in records(written)] == list(range(10))
+    refused = run_cli("run", "--ray", "local", "--web", "127.0.0.1:0", str(clip))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith("--web with --ray is not built yet: run without --ray")
