@@ -379,11 +379,12 @@ class ClusterCameras:
         connect(address)
         self.run_id = run_id
         self.coordinator = (
-            ray.remote(Coordinator)
-            .options(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=16)
+            ray.remote(Coordinator)  # one call at a time: the book and claims need no lock
+            .options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
             .remote(cap)
         )
         self._wanted: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._started: dict[str, tuple[str, dict[str, Any]]] = {}  # what each runs with
         self._actors: dict[str, Any] = {}
         self.results: dict[str, dict[str, Any]] = {}
 
@@ -393,11 +394,26 @@ class ClusterCameras:
     def unwant(self, name: str) -> None:
         self._wanted.pop(name, None)
 
+    def want_only(self, cameras: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        """These cameras and no others (a reload): changed ones are replaced."""
+        for name in [n for n in self._wanted if n not in cameras]:
+            self.unwant(name)
+        for name, (source, settings) in cameras.items():
+            self.want(name, source, settings)
+
     def reconcile(self) -> None:
-        """Start the cameras wanted and not running; stop those running and not wanted."""
+        """Start the cameras wanted and not running; stop those running and not wanted,
+        and those whose settings changed (started again with the new ones)."""
         ray = _ray()
+        for name in [n for n in self._actors if self._started.get(n) != self._wanted.get(n)]:
+            self.results[name] = self._stop(name)
+            if name in self._wanted:
+                del self.results[name]  # replaced: its new incarnation reports
         for name, (source, settings) in self._wanted.items():
+            if name in self.results and self._started.get(name) != (source, settings):
+                del self.results[name]  # ended before, changed since: run it again
             if name not in self._actors and name not in self.results:
+                self._started[name] = (source, settings)
                 self._actors[name] = (
                     ray.remote(CameraActor)
                     .options(
@@ -409,15 +425,21 @@ class ClusterCameras:
                     )
                     .remote(name, source, settings, self.coordinator, self.run_id)
                 )
-        for name in [n for n in self._actors if n not in self._wanted]:
-            self.results[name] = self._stop(name)
 
     def statuses(self, timeout: float = CALL_TIMEOUT_S) -> dict[str, dict[str, Any]]:
         """Each running camera's status (``None`` values while it is being restarted)."""
         ray = _ray()
         calls = {name: actor.status.remote() for name, actor in self._actors.items()}
+        if not calls:
+            return {}
+        # one wait for all: cameras being restarted do not hold the others' answers up
+        ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=timeout)
+        answered = set(ready)
         found: dict[str, dict[str, Any]] = {}
         for name, call in calls.items():
+            if call not in answered:
+                found[name] = {"state": "restarting (no answer)", "ended": False}
+                continue
             try:
                 found[name] = ray.get(call, timeout=timeout)
             except ray.exceptions.ActorDiedError as exc:  # for good: it will not restart
@@ -447,6 +469,10 @@ class ClusterCameras:
     def running(self) -> list[str]:
         return list(self._actors)
 
+    @property
+    def wanted(self) -> list[str]:
+        return list(self._wanted)
+
     def close(self) -> None:
         ray = _ray()
         for name in list(self._actors):
@@ -455,58 +481,55 @@ class ClusterCameras:
 
 
 def run_cluster(
-    config: FleetConfig, *, say: Callable[[str], None], models_dir: Path | None = None
+    config: FleetConfig,
+    *,
+    say: Callable[[str], None],
+    models_dir: Path | None = None,
+    reload: Callable[[], FleetConfig] | None = None,
 ) -> int:
     """``streamer run --ray``: every camera of ``config`` in its own actor until each has
-    ended (recorded files) or a signal; the worst camera's exit code."""
+    ended (recorded files) or a signal; the worst camera's exit code. SIGHUP calls
+    ``reload`` and starts, stops or replaces only the cameras whose settings changed
+    (a broken config is said and changes nothing)."""
     from streamer.pipeline import new_run_id
 
     wide = config.run
     assert wide.ray is not None
-    cameras = _cameras_of(config)
-    stopping = threading.Event()
+    stopping, hup = threading.Event(), threading.Event()
     received: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
         received.append(signum)
         stopping.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {signal.SIGINT: on_signal, signal.SIGTERM: on_signal}
+    if reload is not None:
+        handlers[signal.SIGHUP] = lambda signum, frame: hup.set()
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()}
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: [signal.signal(s, h) for s, h in previous.items()])
-        embedded = [
-            settings
-            for _, settings in cameras.values()
-            if settings.get("api_url") is None and settings.get("api_key") is None
-        ]
-        if embedded:
-            if wide.ray != "local":
-                raise ConfigError(
-                    "--ray across machines needs --api-url (an inference server every node "
-                    "reaches); the embedded one listens on 127.0.0.1 of this machine"
-                )
-            from streamer.server import ServerConfig, ServerThread
-
-            server = stack.enter_context(
-                ServerThread(ServerConfig(port=0, models_dir=models_dir))
-            )
-            say(f"streamer: no API URL or key: using the embedded server at {server.url}")
-            for settings in embedded:
-                settings["api_url"] = server.url
+        wanted = _Wanted(wide.ray, stack, models_dir, say)
+        cameras = wanted.of(config)
         caps = {settings.get("rate_limit") for _, settings in cameras.values()}
         if len(caps) > 1:
             raise ConfigError("--ray: every camera shares one --rate-limit budget; give one")
         fleet = ClusterCameras(wide.ray, caps.pop(), new_run_id())
         stack.callback(fleet.close)
-        for name, (source, settings) in cameras.items():
-            fleet.want(name, source, settings)
+        fleet.want_only(cameras)
         last_line = 0.0
         while not stopping.is_set():
+            if hup.is_set() and reload is not None:
+                hup.clear()
+                try:
+                    fleet.want_only(wanted.of(reload()))
+                    say(f"streamer: SIGHUP: config applied: {len(fleet.wanted)} cameras")
+                except StreamerError as exc:
+                    say(f"streamer: SIGHUP: config not applied: {redact(clean(str(exc), 300))}")
             fleet.reconcile()
             statuses = fleet.statuses()
             fleet.settle_ended(statuses)
-            if not fleet.running:
-                break
+            if not fleet.running and not hup.is_set():
+                break  # every camera ended (files done, or none left in the config)
             if wide.progress and time.monotonic() - last_line >= 5.0:
                 say("ray: " + "; ".join(_camera_line(n, s) for n, s in statuses.items()))
                 last_line = time.monotonic()
@@ -520,6 +543,49 @@ def run_cluster(
     if received:
         return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
     return worst(codes) if codes else EXIT_OK
+
+
+class _Wanted:
+    """Cameras from a config, with the embedded server's URL where they need one
+    (started once, on first need; only with ``--ray local``)."""
+
+    def __init__(
+        self,
+        address: str,
+        stack: contextlib.ExitStack,
+        models_dir: Path | None,
+        say: Callable[[str], None],
+    ) -> None:
+        self._address = address
+        self._stack = stack
+        self._models_dir = models_dir
+        self._say = say
+        self._server_url: str | None = None
+
+    def of(self, config: FleetConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+        if config.run.ray != self._address:
+            raise ConfigError("--ray cannot change while running")
+        cameras = _cameras_of(config)
+        for _, settings in cameras.values():
+            if settings.get("api_url") is None and settings.get("api_key") is None:
+                settings["api_url"] = self._embedded_url()
+        return cameras
+
+    def _embedded_url(self) -> str:
+        if self._server_url is None:
+            if self._address != "local":
+                raise ConfigError(
+                    "--ray across machines needs --api-url (an inference server every node "
+                    "reaches); the embedded one listens on 127.0.0.1 of this machine"
+                )
+            from streamer.server import ServerConfig, ServerThread
+
+            server = self._stack.enter_context(
+                ServerThread(ServerConfig(port=0, models_dir=self._models_dir))
+            )
+            self._server_url = server.url
+            self._say(f"streamer: no API URL or key: using the embedded server at {server.url}")
+        return self._server_url
 
 
 def _cameras_of(config: FleetConfig) -> dict[str, tuple[str, dict[str, Any]]]:

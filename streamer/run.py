@@ -286,8 +286,16 @@ def run(
     if wide.ray is not None:
         from streamer.cluster import run_cluster
 
+        path = config_path
+
+        def reload() -> FleetConfig:
+            return load_fleet(path, overrides or {}, sources or [])
+
         return run_cluster(
-            settings, say=lambda line: print(line, file=sys.stderr), models_dir=models_dir
+            settings,
+            say=lambda line: print(line, file=sys.stderr),
+            models_dir=models_dir,
+            reload=reload if path is not None else None,
         )
     single = len(settings.cameras) == 1 and wide.web is None
     quit_run: list[_Run] = []

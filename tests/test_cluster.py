@@ -13,6 +13,9 @@ import itertools
 import json
 import os
 import shutil
+import signal
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +26,7 @@ import pytest
 from streamer.batch import FileResult, plan, run_batch
 from streamer.server import ServerThread
 from streamer.server.faults import FaultConfig
-from tests.helpers import ServerFactory, records, run_cli, wait_for
+from tests.helpers import STREAMER, ServerFactory, records, run_cli, wait_for
 
 # read by Ray when it is imported: before the import
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -223,3 +226,63 @@ def test_run_ray_local_from_the_command_line(
     refused = run_cli("run", "--ray", "local", "--web", "127.0.0.1:0", str(clip))
     assert refused.returncode == 2
     assert refused.stderr.strip().endswith("--web with --ray is not built yet: run without --ray")
+
+
+def test_sighup_changes_only_the_cameras_whose_settings_changed(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """``streamer run --ray local --config``: SIGHUP re-reads the file; a camera
+    removed there stops (its records committed), one added starts, one unchanged keeps
+    its incarnation; a broken file changes nothing."""
+    config = tmp_path / "cameras.yaml"
+    out = tmp_path / "out"
+    out.mkdir()
+    head = (
+        f"api_url: {server.url}\nmodel: shapes/1\nmode: live\nmax_fps: 3\n"
+        f"jsonl: {out}/{{camera}}.jsonl\ncameras:\n"
+    )
+    live = "synthetic:?size=160x120&fps=10"
+    config.write_text(
+        head + f"  - {{name: stays, source: '{live}'}}\n  - {{name: goes, source: '{live}'}}\n"
+    )
+    process = subprocess.Popen(
+        [*STREAMER, "run", "--ray", "local", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    said: list[str] = []
+    reader = threading.Thread(
+        target=lambda: said.extend(iter(process.stderr.readline, "")),  # type: ignore[union-attr]
+        name="stderr-reader",
+        daemon=True,
+    )
+    reader.start()
+    try:
+
+        def recording(name: str) -> Path | None:
+            return next(out.glob(f".{name}.*.streamer-tmp.jsonl"), None)
+
+        wait_for(lambda: recording("stays") and recording("goes"), timeout=120, what="both")
+        stays = recording("stays")
+        config.write_text(head + "  - {name: [broken\n")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("config not applied" in line for line in said), what="refused")
+        config.write_text(
+            head + f"  - {{name: stays, source: '{live}'}}\n  - {{name: comes, source: '{live}'}}\n"
+        )
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: recording("comes"), timeout=120, what="the added camera")
+        wait_for(lambda: next(out.glob("goes.*.jsonl"), None), timeout=60, what="goes committed")
+        assert recording("stays") == stays  # the same incarnation, untouched
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(120)
+        reader.join(10)
+    stderr = "".join(said)
+    assert process.returncode == 130, stderr
+    assert "SIGHUP: config applied: 2 cameras" in stderr
+    assert "Traceback" not in stderr
+    committed = {p.name.split(".")[0] for p in out.glob("*.jsonl")}
+    assert committed == {"stays", "goes", "comes"}
+    for path in out.glob("*.jsonl"):
+        assert records(path), path
