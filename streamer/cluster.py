@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.budget import BudgetStatus
-from streamer.config import RUN_WIDE, FleetConfig
+from streamer.config import RUN_WIDE, FleetConfig, RunConfig
 from streamer.errors import ConfigError, StreamerError
 from streamer.exits import EXIT_ERROR, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, exit_code, worst
+from streamer.fleet import CameraInfo, FleetStatus
 from streamer.leases import TERM_S, Lease, LeaseBook
 from streamer.redaction import clean, redact
 
@@ -75,6 +76,7 @@ def connect(address: str) -> None:
     try:
         if address == "local":
             ray.init(
+                address="local",  # a new instance even if 'ray start' left one's address
                 include_dashboard=False,
                 log_to_driver=False,
                 namespace=NAMESPACE,
@@ -337,7 +339,10 @@ class CameraActor:
         if self.failed is not None:
             return self.failed
         status = self.camera.pipeline.status()
+        (info,) = self.fleet.cameras()
         return {
+            "info": info,  # CameraInfo and PipelineStatus: what the head's --web shows
+            "pipeline": status,
             "incarnation": self.incarnation,
             "node": self._token.split("@")[1],
             "state": self.camera.state(),
@@ -349,6 +354,14 @@ class CameraActor:
             "summary": self.camera.summary() if self.camera.ended else "",
             "error": str(self.camera.error) if self.camera.error is not None else None,
         }
+
+    def pause(self) -> None:
+        if self.failed is None:
+            self.fleet.pause(self.name)
+
+    def resume(self) -> None:
+        if self.failed is None:
+            self.fleet.resume(self.name)
 
     def stop(self) -> dict[str, Any]:
         """Stop the camera, finalize its outputs, give its claim back."""
@@ -378,7 +391,8 @@ class ClusterCameras:
         ray = _ray()
         connect(address)
         self.run_id = run_id
-        self.coordinator = (
+        self.cap = cap
+        self.coordinator: Any = (
             ray.remote(Coordinator)  # one call at a time: the book and claims need no lock
             .options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
             .remote(cap)
@@ -387,12 +401,21 @@ class ClusterCameras:
         self._started: dict[str, tuple[str, dict[str, Any]]] = {}  # what each runs with
         self._actors: dict[str, Any] = {}
         self.results: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, dict[str, Any]] = {}  # each camera's last status
+        # the run's loop reconciles; the --web server's threads add, remove and read
+        self.lock = threading.RLock()
 
     def want(self, name: str, source: str, settings: dict[str, Any]) -> None:
-        self._wanted[name] = (source, settings)
+        with self.lock:
+            self._wanted[name] = (source, settings)
 
     def unwant(self, name: str) -> None:
-        self._wanted.pop(name, None)
+        with self.lock:
+            self._wanted.pop(name, None)
+
+    def actor(self, name: str) -> Any:
+        with self.lock:
+            return self._actors[name]
 
     def want_only(self, cameras: dict[str, tuple[str, dict[str, Any]]]) -> None:
         """These cameras and no others (a reload): changed ones are replaced."""
@@ -404,6 +427,10 @@ class ClusterCameras:
     def reconcile(self) -> None:
         """Start the cameras wanted and not running; stop those running and not wanted,
         and those whose settings changed (started again with the new ones)."""
+        with self.lock:
+            self._reconcile()
+
+    def _reconcile(self) -> None:
         ray = _ray()
         for name in [n for n in self._actors if self._started.get(n) != self._wanted.get(n)]:
             self.results[name] = self._stop(name)
@@ -429,7 +456,8 @@ class ClusterCameras:
     def statuses(self, timeout: float = CALL_TIMEOUT_S) -> dict[str, dict[str, Any]]:
         """Each running camera's status (``None`` values while it is being restarted)."""
         ray = _ray()
-        calls = {name: actor.status.remote() for name, actor in self._actors.items()}
+        with self.lock:
+            calls = {name: actor.status.remote() for name, actor in self._actors.items()}
         if not calls:
             return {}
         # one wait for all: cameras being restarted do not hold the others' answers up
@@ -447,9 +475,15 @@ class ClusterCameras:
                                "error": clean(str(exc), 300)}  # fmt: skip
             except Exception as exc:  # its node died, it is starting again elsewhere
                 found[name] = {"state": f"restarting ({type(exc).__name__})", "ended": False}
+        with self.lock:
+            self.reports.update({n: s for n, s in found.items() if n in self._actors})
         return found
 
     def settle_ended(self, statuses: dict[str, dict[str, Any]]) -> None:
+        with self.lock:
+            self._settle_ended(statuses)
+
+    def _settle_ended(self, statuses: dict[str, dict[str, Any]]) -> None:
         for name, status in statuses.items():
             if status.get("ended") and name in self._actors:
                 result = self._stop(name)
@@ -467,17 +501,22 @@ class ClusterCameras:
 
     @property
     def running(self) -> list[str]:
-        return list(self._actors)
+        with self.lock:
+            return list(self._actors)
 
     @property
-    def wanted(self) -> list[str]:
-        return list(self._wanted)
+    def wanted(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        with self.lock:
+            return dict(self._wanted)
 
     def close(self) -> None:
         ray = _ray()
-        for name in list(self._actors):
-            self.results[name] = self._stop(name)
-        ray.kill(self.coordinator)
+        with self.lock:
+            for name in list(self._actors):
+                self.results[name] = self._stop(name)
+            if self.coordinator is not None:
+                ray.kill(self.coordinator)
+                self.coordinator = None
 
 
 def run_cluster(
@@ -515,6 +554,8 @@ def run_cluster(
             raise ConfigError("--ray: every camera shares one --rate-limit budget; give one")
         fleet = ClusterCameras(wide.ray, caps.pop(), new_run_id())
         stack.callback(fleet.close)
+        if wide.web is not None:  # before any camera: its bind and token are checked
+            _start_web(ClusterView(fleet, config.base, wanted), config, stack, say)
         fleet.want_only(cameras)
         last_line = 0.0
         while not stopping.is_set():
@@ -528,21 +569,49 @@ def run_cluster(
             fleet.reconcile()
             statuses = fleet.statuses()
             fleet.settle_ended(statuses)
-            if not fleet.running and not hup.is_set():
+            if not fleet.running and not hup.is_set() and wide.web is None:
                 break  # every camera ended (files done, or none left in the config)
             if wide.progress and time.monotonic() - last_line >= 5.0:
                 say("ray: " + "; ".join(_camera_line(n, s) for n, s in statuses.items()))
                 last_line = time.monotonic()
             stopping.wait(1.0)
         fleet.close()
-        codes = []
-        for name, result in sorted(fleet.results.items()):
-            line = f"streamer: camera {name}: {result.get('summary') or result.get('state')}"
-            say(line + (f"; error: {result['error']}" if result.get("error") else ""))
-            codes.append(int(result.get("code") or 0))
+        codes = _report(fleet, say)
     if received:
         return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
     return worst(codes) if codes else EXIT_OK
+
+
+def _start_web(
+    view: ClusterView,
+    config: FleetConfig,
+    stack: contextlib.ExitStack,
+    say: Callable[[str], None],
+) -> None:
+    from streamer.sinks.preview import PreviewConfig
+    from streamer.web import start_control_server
+
+    wide = config.run
+    assert wide.web is not None
+    web = start_control_server(
+        view,
+        wide.web,
+        wide.web_token,
+        PreviewConfig(fps=wide.preview_fps, width=wide.preview_width),
+        metrics_per_camera=wide.metrics_per_camera,
+    )
+    stack.callback(web.close)
+    say(f"streamer: control API on {web.url}")
+
+
+def _report(fleet: ClusterCameras, say: Callable[[str], None]) -> list[int]:
+    """Each camera's summary line; their exit codes."""
+    codes = []
+    for name, result in sorted(fleet.results.items()):
+        line = f"streamer: camera {name}: {result.get('summary') or result.get('state')}"
+        say(line + (f"; error: {result['error']}" if result.get("error") else ""))
+        codes.append(int(result.get("code") or 0))
+    return codes
 
 
 class _Wanted:
@@ -567,9 +636,13 @@ class _Wanted:
             raise ConfigError("--ray cannot change while running")
         cameras = _cameras_of(config)
         for _, settings in cameras.values():
-            if settings.get("api_url") is None and settings.get("api_key") is None:
-                settings["api_url"] = self._embedded_url()
+            self.fill_in(settings)
         return cameras
+
+    def fill_in(self, settings: dict[str, Any]) -> None:
+        """The embedded server's URL where no API is given."""
+        if settings.get("api_url") is None and settings.get("api_key") is None:
+            settings["api_url"] = self._embedded_url()
 
     def _embedded_url(self) -> str:
         if self._server_url is None:
@@ -590,27 +663,140 @@ class _Wanted:
 
 def _cameras_of(config: FleetConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     """Each camera's name, source and settings; what --ray cannot do refused first."""
+    wide = config.run
+    if wide.mqtt:
+        raise ConfigError("--mqtt with --ray is not built yet: run without --ray")
+    return dict(_entry(camera) for camera in config.cameras)
+
+
+def _entry(camera: RunConfig) -> tuple[str, tuple[str, dict[str, Any]]]:
     from streamer.pipeline import camera_name
 
-    wide = config.run
-    for flag, given in (("--web", wide.web), ("--mqtt", wide.mqtt)):
-        if given:
-            raise ConfigError(f"{flag} with --ray is not built yet: run without --ray")
-    if any(camera.outputs.show for camera in config.cameras):
+    if camera.outputs.show:
         raise ConfigError("--show with --ray: the cameras run on other machines, no window")
-    cameras: dict[str, tuple[str, dict[str, Any]]] = {}
-    for camera in config.cameras:
-        flat = camera.flat()
-        source = str(flat.pop("source"))
-        # an actor's working folder is not this one: files by their absolute path
-        if Path(source).exists():
-            source = str(Path(source).resolve())
-        for key in ("output", "jsonl", "events", "snapshots"):
-            if flat.get(key) not in (None, "-"):
-                flat[key] = str(Path(flat[key]).absolute())
-        name = str(flat.pop("name", None) or camera_name(source))
-        cameras[name] = (source, {k: v for k, v in flat.items() if k not in RUN_WIDE})
-    return cameras
+    flat = camera.flat()
+    source = str(flat.pop("source"))
+    name = str(flat.pop("name", None) or camera_name(source))
+    # an actor's working folder is not this one: files by their absolute path
+    if Path(source).exists():
+        source = str(Path(source).resolve())
+    for key in ("output", "jsonl", "events", "snapshots"):
+        if flat.get(key) not in (None, "-"):
+            flat[key] = str(Path(flat[key]).absolute())
+    return name, (source, {k: v for k, v in flat.items() if k not in RUN_WIDE})
+
+
+def _by_camera(status: BudgetStatus) -> BudgetStatus:
+    """The book's holders (``incarnation@node/camera``) summed by camera."""
+
+    def summed(values: dict[str, Any]) -> dict[str, Any]:
+        cameras: dict[str, Any] = {}
+        for holder, value in values.items():
+            camera = holder.rsplit("/", 1)[-1]
+            cameras[camera] = cameras.get(camera, 0) + value
+        return cameras
+
+    return dataclasses.replace(
+        status,
+        shares=summed(status.shares),
+        granted=summed(status.granted),
+        waiting=summed(status.waiting),
+    )
+
+
+class _Removed:
+    def __init__(self, result: dict[str, Any]) -> None:
+        self._result = result
+
+    def summary(self) -> str:
+        return str(self._result.get("summary") or self._result.get("state") or "")
+
+
+class ClusterView:
+    """The ``--web`` server's view of cameras on a Ray cluster (``FleetView``): their
+    states and figures as the run's loop last gathered them, cameras added and removed
+    through the reconciler. No previews (the frames are on other machines) and no
+    latency histograms (observed where the results are)."""
+
+    def __init__(self, cameras: ClusterCameras, base: dict[str, Any], wanted: _Wanted) -> None:
+        self._cameras = cameras
+        self._base = base
+        self._wanted = wanted
+        self.run_id = cameras.run_id
+        self.metrics: Any = None
+        self.preview: Any = None
+
+    def add(self, name: str | None = None, source: str | None = None, **overrides: Any) -> Any:
+        from streamer.config import camera_config
+
+        entry = {**overrides, "source": source}
+        if name is not None:
+            entry["name"] = name
+        config = camera_config(self._base, entry, " (over HTTP)", None)
+        name, (source_id, settings) = _entry(config)
+        self._wanted.fill_in(settings)
+        with self._cameras.lock:
+            if name in self._cameras.wanted or name in self._cameras.running:
+                raise ConfigError(f"a camera named {name!r} exists already")
+            self._cameras.want(name, source_id, settings)
+            self._cameras.reconcile()
+        return config
+
+    def remove(self, name: str) -> _Removed:
+        with self._cameras.lock:
+            if name not in self._cameras.wanted:
+                raise KeyError(name)
+            self._cameras.unwant(name)
+            self._cameras.reconcile()
+            return _Removed(self._cameras.results.get(name, {}))
+
+    def pause(self, name: str) -> None:
+        _ray().get(self._cameras.actor(name).pause.remote(), timeout=CALL_TIMEOUT_S)
+        self._cameras.statuses()  # the answer shows the new state
+
+    def resume(self, name: str) -> None:
+        _ray().get(self._cameras.actor(name).resume.remote(), timeout=CALL_TIMEOUT_S)
+        self._cameras.statuses()
+
+    def names(self) -> list[str]:
+        return list(self._cameras.wanted)
+
+    def cameras(self) -> list[CameraInfo]:
+        with self._cameras.lock:
+            wanted = self._cameras.wanted
+            reports = dict(self._cameras.reports)
+        infos = []
+        for name, (source, settings) in wanted.items():
+            report = reports.get(name, {})
+            info = report.get("info")
+            if info is None:  # not started yet, or being started again elsewhere
+                info = CameraInfo(
+                    name=name, source=redact(source), state=report.get("state", "starting"),
+                    live=settings.get("mode") == "live", weight=settings.get("weight", 1.0),
+                    min_fps=settings.get("min_fps", 0.0), share=None, source_fps=None,
+                    inference_fps=None, last_error=report.get("error"),
+                    exit_code=report.get("code"),
+                )  # fmt: skip
+            infos.append(info)
+        return infos
+
+    def status(self) -> FleetStatus:
+        with self._cameras.lock:
+            reports = {
+                n: r["pipeline"] for n, r in self._cameras.reports.items() if "pipeline" in r
+            }
+            coordinator = self._cameras.coordinator
+            cap = self._cameras.cap
+        budgets = {}
+        if coordinator is not None and cap is not None:
+            try:
+                budgets["cluster"] = _by_camera(ActorLender(coordinator).status())
+            except Exception as exc:
+                log.debug("budget status: %s", exc)
+        return FleetStatus(run_id=self.run_id, cameras=reports, budgets=budgets)
+
+    def preview_of(self, name: str) -> None:
+        return None
 
 
 def _camera_line(name: str, status: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import supervision as sv
@@ -184,6 +184,37 @@ class CameraInfo:
     inference_fps: float | None
     last_error: str | None
     exit_code: int | None  # once ended
+
+
+class Ended(Protocol):
+    def summary(self) -> str: ...
+
+
+class FleetView(Protocol):
+    """What the ``--web`` server and ``/metrics`` drive: a ``Fleet`` in this process,
+    or ``streamer.cluster.ClusterView`` over cameras on a Ray cluster."""
+
+    run_id: str
+    metrics: FleetMetrics | None
+    preview: PreviewConfig | None
+
+    def add(self, name: str | None = None, source: str | None = None, **overrides: Any) -> Any:
+        """Start a camera; ``ConfigError`` (bad or taken), ``SourceError``, ... if not."""
+        ...
+
+    def remove(self, name: str) -> Ended: ...
+
+    def pause(self, name: str) -> None: ...
+
+    def resume(self, name: str) -> None: ...
+
+    def names(self) -> list[str]: ...
+
+    def cameras(self) -> list[CameraInfo]: ...
+
+    def status(self) -> FleetStatus: ...
+
+    def preview_of(self, name: str) -> Preview | None: ...
 
 
 @dataclass(frozen=True)
@@ -575,6 +606,12 @@ class Fleet:
     def names(self) -> list[str]:
         with self._lock:
             return list(self._cameras)
+
+    def preview_of(self, name: str) -> Preview | None:
+        """The web view's preview of ``name``, if it has one."""
+        with self._lock:
+            camera = self._cameras.get(name)
+        return camera.preview if camera is not None else None
 
     def cameras(self) -> list[CameraInfo]:
         with self._lock:

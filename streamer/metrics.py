@@ -37,7 +37,7 @@ from streamer.capture import SourceState
 from streamer.frames import Result, Status
 
 if TYPE_CHECKING:
-    from streamer.fleet import Fleet
+    from streamer.fleet import FleetView
 
 __all__ = ["CONTENT_TYPE", "FleetMetrics"]
 
@@ -55,7 +55,7 @@ _Stage = Callable[[str, float], None]  # observe (camera, seconds)
 class FleetMetrics:
     """The fleet's registry: ``observe`` each result, ``render`` on each scrape."""
 
-    def __init__(self, fleet: Fleet, *, per_camera: bool = False) -> None:
+    def __init__(self, fleet: FleetView, *, per_camera: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._per_camera: list[Histogram] = []
 
@@ -143,7 +143,7 @@ _GAUGES: tuple[tuple[str, str], ...] = (
 class _StatusCollector(Collector):
     """Counters and gauges read from the cameras' status when Prometheus scrapes."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: FleetView) -> None:
         self._fleet = fleet
 
     def describe(self) -> list[Any]:
@@ -162,14 +162,12 @@ class _StatusCollector(Collector):
         state = StateSetMetricFamily(
             "streamer_camera_state", "the camera's state", labels=["camera"]
         )
+        states = {info.name: info.state for info in self._fleet.cameras()}
         for camera, s in status.cameras.items():
-            try:
-                running = self._fleet.camera(camera)
-            except KeyError:
+            if camera not in states:
                 continue  # removed since the status was taken
-            sender = running.pipeline.pool.metrics()
             counters["frames_decoded"].add_metric([camera], s.frames)
-            counters["frames_sent"].add_metric([camera], sender.submitted)
+            counters["frames_sent"].add_metric([camera], s.sent)
             for cause, count in sorted(s.skipped.items()):
                 counters["frames_skipped"].add_metric([camera, cause], count)
             counters["frames_skipped"].add_metric([camera, "capture"], s.dropped_capture)
@@ -180,7 +178,7 @@ class _StatusCollector(Collector):
                 ("predicted", s.predicted),
             ):
                 counters["results"].add_metric([camera, name], count)
-            counters["retries"].add_metric([camera], sender.retries)
+            counters["retries"].add_metric([camera], s.retries)
             counters["rate_limited"].add_metric([camera], s.rate_limited)
             counters["reconnects"].add_metric([camera], s.reconnects)
             counters["frames_drawn"].add_metric([camera], s.drawn)
@@ -190,14 +188,14 @@ class _StatusCollector(Collector):
                 counters["errors"].add_metric([camera, error], count)
             for event, count in sorted(s.events.items()):
                 counters["events"].add_metric([camera, event], count)
-            preview = running.preview
+            preview = self._fleet.preview_of(camera)
             if preview is not None:
                 counters["preview_viewers"].add_metric([camera], preview.connections)
                 gauges["preview_watching"].add_metric([camera], preview.viewers)
             gauges["in_flight"].add_metric([camera], s.in_flight)
             gauges["source_fps"].add_metric([camera], s.source_fps or 0.0)
             gauges["inference_fps"].add_metric([camera], s.inference_fps or 0.0)
-            now = running.state()
+            now = states[camera]
             state.add_metric([camera], {name: name == now for name in STATES})
         budget_rate = GaugeMetricFamily(
             "streamer_budget_rate", "requests/s the key may send now", labels=["host"]

@@ -228,6 +228,8 @@ class PipelineStatus:
     drawn: int = 0  # live: source frames drawn for the image outputs
     draw_dropped: int = 0  # live: source frames not drawn because drawing fell behind
     errors: dict[str, int] = field(default_factory=dict)  # failed requests, by error class
+    sent: int = 0  # requests submitted to the sender pool
+    retries: int = 0  # requests sent again
     events: dict[str, int] = field(default_factory=dict)  # analytics events, by type
 
 
@@ -867,4 +869,6 @@ class Pipeline:
             draw_dropped=counts.get("draw_dropped", 0),
             errors=sender.errors,
             events=events,
+            sent=sender.submitted,
+            retries=sender.retries,
         )

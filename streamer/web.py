@@ -44,7 +44,7 @@ from starlette.routing import Route
 
 from streamer.errors import ConfigError, SourceError, StreamerError, redact
 from streamer.exits import exit_code
-from streamer.fleet import Fleet
+from streamer.fleet import FleetView
 from streamer.metrics import CONTENT_TYPE, FleetMetrics
 from streamer.sinks.preview import AGE_COMMENT, PreviewConfig, with_comment
 from streamer.webpage import camera_page, index_page, login_page
@@ -87,7 +87,7 @@ def _error(status: int, message: str) -> JSONResponse:
 class _Api:
     """The handlers: each runs on Starlette's thread pool and drives the fleet."""
 
-    def __init__(self, fleet: Fleet, token: str | None) -> None:
+    def __init__(self, fleet: FleetView, token: str | None) -> None:
         self.fleet = fleet
         self.token = token
 
@@ -211,7 +211,8 @@ class _Api:
 
     def camera_page(self, request: Request, body: Any) -> Response:
         name = request.path_params["name"]
-        self.fleet.camera(name)  # 404 when there is none
+        if name not in self.fleet.names():
+            raise KeyError(name)  # 404
         return HTMLResponse(camera_page(name))
 
     async def login(self, request: Request) -> Response:
@@ -233,10 +234,7 @@ class _Api:
         if denied is not None:
             return denied
         name = request.path_params["name"]
-        try:
-            preview = self.fleet.camera(name).preview
-        except KeyError:
-            preview = None
+        preview = self.fleet.preview_of(name)
         if preview is None:
             return _error(404, f"no preview of a camera named {name!r}")
 
@@ -269,7 +267,7 @@ class _Api:
 
 
 def create_app(
-    fleet: Fleet,
+    fleet: FleetView,
     token: str | None,
     preview: PreviewConfig | None = None,
     *,
@@ -303,7 +301,7 @@ class ControlServer:
 
     def __init__(
         self,
-        fleet: Fleet,
+        fleet: FleetView,
         host: str,
         port: int,
         token: str | None,
@@ -331,7 +329,7 @@ class ControlServer:
 
 
 def start_control_server(
-    fleet: Fleet,
+    fleet: FleetView,
     bind: str,
     token: str | None,
     preview: PreviewConfig | None = None,

@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.batch import FileResult, plan, run_batch
 from streamer.server import ServerThread
 from streamer.server.faults import FaultConfig
-from tests.helpers import STREAMER, ServerFactory, records, run_cli, wait_for
+from tests.helpers import STREAMER, ServerFactory, free_port, records, run_cli, wait_for
 
 # read by Ray when it is imported: before the import
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -223,9 +225,9 @@ def test_run_ray_local_from_the_command_line(
     assert "Traceback" not in done.stderr
     (written,) = (tmp_path / "out").glob("clip.*.jsonl")
     assert [r["frame_index"] for r in records(written)] == list(range(10))
-    refused = run_cli("run", "--ray", "local", "--web", "127.0.0.1:0", str(clip))
+    refused = run_cli("run", "--ray", "local", "--mqtt", "mqtt://127.0.0.1:1", str(clip))
     assert refused.returncode == 2
-    assert refused.stderr.strip().endswith("--web with --ray is not built yet: run without --ray")
+    assert refused.stderr.strip().endswith("--mqtt with --ray is not built yet: run without --ray")
 
 
 def test_sighup_changes_only_the_cameras_whose_settings_changed(
@@ -286,3 +288,62 @@ def test_sighup_changes_only_the_cameras_whose_settings_changed(
     assert committed == {"stays", "goes", "comes"}
     for path in out.glob("*.jsonl"):
         assert records(path), path
+
+
+def test_the_web_api_adds_removes_and_counts_cameras_on_the_cluster(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """``--web`` with ``--ray local``: the same control API; a camera added over HTTP
+    runs in an actor, its figures reach /api/cameras and /metrics on the head, the shared
+    budget is shown per camera, a DELETE stops it and commits its records."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    live = "synthetic:?size=160x120&fps=10"
+    process = subprocess.Popen(
+        [*STREAMER, "run", "--ray", "local", "--web", f"127.0.0.1:{port}",
+         "--api-url", server.url, "--model", "shapes/1", "--max-fps", "3", "--rate-limit", "8",
+         "--jsonl", f"{tmp_path}/{{camera}}.jsonl", "--name", "door", live],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _get(f"{url}/health"), timeout=120, what="the control API")
+        added = httpx.post(f"{url}/api/cameras", json={"name": "aisle", "source": live}, timeout=30)
+        assert added.status_code == 201, added.text
+        taken = httpx.post(f"{url}/api/cameras", json={"name": "aisle", "source": live}, timeout=30)
+        assert taken.status_code == 409
+
+        def streaming() -> bool:
+            cameras = httpx.get(f"{url}/api/cameras", timeout=10).json()["cameras"]
+            return {c["name"]: c["state"] for c in cameras} == {
+                "door": "streaming", "aisle": "streaming"
+            } and all((c["inference_fps"] or 0) > 0 for c in cameras)  # fmt: skip
+
+        wait_for(streaming, timeout=120, what="both cameras streaming with answers")
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(metrics)
+            for s in family.samples
+        }
+        assert samples[("streamer_frames_sent_total", (("camera", "aisle"),))] > 0
+        assert samples[("streamer_budget_rate", (("host", "cluster"),))] == 8
+        shares = [v for (n, labels), v in samples.items() if n == "streamer_budget_share"]
+        assert len(shares) == 2
+        assert sum(shares) <= 8
+        assert httpx.get(f"{url}/ready", timeout=10).json()["ready"] is True
+        removed = httpx.delete(f"{url}/api/cameras/aisle", timeout=60)
+        assert removed.status_code == 200
+        assert "frames out" in removed.json()["summary"]
+        assert next(tmp_path.glob("aisle.*.jsonl"))  # committed when it stopped
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
+def _get(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
