@@ -37,6 +37,7 @@ from streamer.redaction import clean, redact
 
 if TYPE_CHECKING:
     from streamer.batch import FileJob, FileResult
+    from streamer.mqtt import MqttPublisher
 
 __all__ = [
     "ActorLender",
@@ -264,9 +265,14 @@ class CameraActor:
         settings: dict[str, Any],
         coordinator: Any,
         run_id: str,
+        *,
+        mqtt: tuple[str, str] | None = None,
     ) -> None:
+        """``mqtt``: (broker URL, topic): this camera's events and counts go there on a
+        connection of its own, its availability on ``<topic>/<camera>/available``."""
         from streamer.fleet import Fleet
         from streamer.leases import LeasedBudgets
+        from streamer.mqtt import MqttPublisher
 
         ray = _ray()
         self.name = name
@@ -286,11 +292,20 @@ class CameraActor:
             for key in ("output", "jsonl", "events")
             if settings.get(key) not in (None, "-")
         }
+        self._mqtt = None
+        if mqtt is not None:
+            self._mqtt = MqttPublisher(
+                mqtt[0],
+                topic=mqtt[1],
+                client_id=f"streamer-{name}-{self.incarnation}",
+                available=f"{name}/available",
+            ).start()
         self.fleet = Fleet(
             {**settings, **outputs},
             budgets=self._budgets,
             run_id=f"{run_id}-{self.incarnation}",
             share_outputs=False,
+            mqtt=self._mqtt,
         )
         self.failed: dict[str, Any] | None = None
         try:
@@ -367,12 +382,18 @@ class CameraActor:
         """Stop the camera, finalize its outputs, give its claim back."""
         if self.failed is not None:
             self.fleet.close()
+            self._close_mqtt()
             return self.failed
         self.fleet.close()
+        self._close_mqtt()
         if self._budgets is not None:
             self._budgets.close()
         self._coordinator.give_back.remote(self.name, self._token)
         return self.status()
+
+    def _close_mqtt(self) -> None:
+        if self._mqtt is not None:
+            self._mqtt.close()
 
 
 def _per_incarnation(path: str, incarnation: str) -> str:
@@ -387,10 +408,17 @@ class ClusterCameras:
     by the CPUs each declares (``ray_cpus``); a reconciler keeps the actors equal to the
     cameras wanted."""
 
-    def __init__(self, address: str, cap: float | None, run_id: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        cap: float | None,
+        run_id: str,
+        mqtt: tuple[str, str] | None = None,
+    ) -> None:
         ray = _ray()
         connect(address)
         self.run_id = run_id
+        self.mqtt = mqtt
         self.cap = cap
         self.coordinator: Any = (
             ray.remote(Coordinator)  # one call at a time: the book and claims need no lock
@@ -450,7 +478,7 @@ class ClusterCameras:
                         max_concurrency=4,
                         scheduling_strategy="SPREAD",
                     )
-                    .remote(name, source, settings, self.coordinator, self.run_id)
+                    .remote(name, source, settings, self.coordinator, self.run_id, mqtt=self.mqtt)
                 )
 
     def statuses(self, timeout: float = CALL_TIMEOUT_S) -> dict[str, dict[str, Any]]:
@@ -552,7 +580,13 @@ def run_cluster(
         caps = {settings.get("rate_limit") for _, settings in cameras.values()}
         if len(caps) > 1:
             raise ConfigError("--ray: every camera shares one --rate-limit budget; give one")
-        fleet = ClusterCameras(wide.ray, caps.pop(), new_run_id())
+        mqtt = _start_mqtt(config, stack)
+        fleet = ClusterCameras(
+            wide.ray,
+            caps.pop(),
+            new_run_id(),
+            (wide.mqtt, wide.mqtt_topic) if wide.mqtt else None,
+        )
         stack.callback(fleet.close)
         if wide.web is not None:  # before any camera: its bind and token are checked
             _start_web(ClusterView(fleet, config.base, wanted), config, stack, say)
@@ -571,8 +605,11 @@ def run_cluster(
             fleet.settle_ended(statuses)
             if not fleet.running and not hup.is_set() and wide.web is None:
                 break  # every camera ended (files done, or none left in the config)
-            if wide.progress and time.monotonic() - last_line >= 5.0:
-                say("ray: " + "; ".join(_camera_line(n, s) for n, s in statuses.items()))
+            if time.monotonic() - last_line >= 5.0:
+                if wide.progress:
+                    say("ray: " + "; ".join(_camera_line(n, s) for n, s in statuses.items()))
+                if mqtt is not None:
+                    mqtt.publish_stats({n: _stats(s) for n, s in statuses.items()})
                 last_line = time.monotonic()
             stopping.wait(1.0)
         fleet.close()
@@ -580,6 +617,25 @@ def run_cluster(
     if received:
         return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
     return worst(codes) if codes else EXIT_OK
+
+
+def _start_mqtt(config: FleetConfig, stack: contextlib.ExitStack) -> MqttPublisher | None:
+    """The head's own connection: ``<topic>/available`` and ``<topic>/stats``."""
+    wide = config.run
+    if not wide.mqtt:
+        return None
+    from streamer.mqtt import MqttPublisher
+
+    mqtt = MqttPublisher(wide.mqtt, topic=wide.mqtt_topic)
+    mqtt.start(required=wide.mqtt_required)
+    stack.callback(mqtt.close)
+    return mqtt
+
+
+def _stats(status: dict[str, Any]) -> dict[str, Any]:
+    """A camera's figures for ``<topic>/stats``, as the run's loop last gathered them."""
+    keep = ("state", "node", "incarnation", "frames", "ok", "inference_fps", "error")
+    return {k: status[k] for k in keep if k in status}
 
 
 def _start_web(
@@ -663,9 +719,6 @@ class _Wanted:
 
 def _cameras_of(config: FleetConfig) -> dict[str, tuple[str, dict[str, Any]]]:
     """Each camera's name, source and settings; what --ray cannot do refused first."""
-    wide = config.run
-    if wide.mqtt:
-        raise ConfigError("--mqtt with --ray is not built yet: run without --ray")
     return dict(_entry(camera) for camera in config.cameras)
 
 

@@ -97,7 +97,10 @@ class MqttPublisher:
         topic: str = "streamer",
         outbox: int = 10_000,
         client_id: str | None = None,
+        available: str = "available",
     ) -> None:
+        """``available``: the topic (under ``topic``) saying ``online``/``offline``, the
+        last will's; a camera in a Ray actor has its own (``<camera>/available``)."""
         self.target = parse_mqtt_url(url)
         self.topic = topic.strip("/") or "streamer"
         if any(c in self.topic for c in "+#"):
@@ -116,7 +119,8 @@ class MqttPublisher:
             self._client.username_pw_set(self.target.username, self.target.password)
         if self.target.tls:
             self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-        self._client.will_set(f"{self.topic}/available", "offline", qos=_QOS, retain=True)
+        self._available = f"{self.topic}/{available}"
+        self._client.will_set(self._available, "offline", qos=_QOS, retain=True)
         self._client.max_queued_messages_set(outbox)
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.on_connect = self._connected
@@ -157,7 +161,7 @@ class MqttPublisher:
         self._up.set()
         self._warned = False
         log.info("connected to the MQTT broker at %s", self.target.shown)
-        client.publish(f"{self.topic}/available", "online", qos=_QOS, retain=True)
+        client.publish(self._available, "online", qos=_QOS, retain=True)
 
     def _disconnected(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -226,7 +230,7 @@ class MqttPublisher:
         self._started = False
         self._closing = True
         deadline = time.monotonic() + timeout
-        info = self._client.publish(f"{self.topic}/available", "offline", qos=_QOS, retain=True)
+        info = self._client.publish(self._available, "offline", qos=_QOS, retain=True)
         # a broker that is back within the time still gets what waits in the outbox; the
         # last message goes after everything queued before it: waiting for it flushes all
         if self._up.wait(timeout):

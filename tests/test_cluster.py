@@ -225,9 +225,9 @@ def test_run_ray_local_from_the_command_line(
     assert "Traceback" not in done.stderr
     (written,) = (tmp_path / "out").glob("clip.*.jsonl")
     assert [r["frame_index"] for r in records(written)] == list(range(10))
-    refused = run_cli("run", "--ray", "local", "--mqtt", "mqtt://127.0.0.1:1", str(clip))
+    refused = run_cli("run", "--ray", "local", "--show", str(clip))
     assert refused.returncode == 2
-    assert refused.stderr.strip().endswith("--mqtt with --ray is not built yet: run without --ray")
+    assert refused.stderr.strip().endswith("the cameras run on other machines, no window")
 
 
 def test_sighup_changes_only_the_cameras_whose_settings_changed(
@@ -347,3 +347,44 @@ def _get(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_mqtt_from_camera_actors(
+    make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    """``--mqtt`` with ``--ray local``: each camera's actor publishes its events on a
+    connection of its own (availability on ``streamer/<camera>/available``), the head
+    ``streamer/available`` and ``streamer/stats``; every event in the events file
+    arrives."""
+    from tests.test_mqtt import MOSQUITTO, Broker, Subscriber
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (Debian package mosquitto)")
+    broker = Broker(tmp_path)
+    broker.start()
+    subscriber = Subscriber(broker.port, "streamer/#", "test-cluster")
+    try:
+        wait_for(subscriber.subscribed.is_set, what="the subscription")
+        clip = make_clip(3, width=320, height=240, fps=10)
+        done = run_cli(
+            "run", "--ray", "local", str(clip), "--name", "door", "--api-url", server.url,
+            "--model", "shapes/1", "--events", str(tmp_path / "events.jsonl"),
+            "--mqtt", f"mqtt://127.0.0.1:{broker.port}", timeout=180,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (written,) = tmp_path.glob("events.*.jsonl")
+        expected = {e["event_id"] for e in records(written)}
+        assert expected
+        wait_for(
+            lambda: {e["event_id"] for e in subscriber.events()} >= expected,
+            what="every event over MQTT",
+        )
+        wait_for(
+            lambda: subscriber.latest().get("streamer/door/available") == "offline",
+            what="the camera's availability",
+        )
+        latest = subscriber.latest()
+        assert latest.get("streamer/available") == "offline"  # the head's, at its end
+    finally:
+        subscriber.close()
+        broker.stop()
