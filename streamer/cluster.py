@@ -472,6 +472,9 @@ class ClusterCameras:
                 self._actors[name] = (
                     ray.remote(CameraActor)
                     .options(
+                        # Ray refuses a second live actor of one name: one more guard
+                        # against a camera processed twice
+                        name=f"streamer-{self.run_id}-{name}",
                         num_cpus=float(settings.get("ray_cpus", 0.25)),
                         max_restarts=-1,
                         max_task_retries=-1,
