@@ -223,10 +223,14 @@ class Coordinator(BookActor):
 
     def __init__(self, cap: float | None, term: float = TERM_S) -> None:
         super().__init__(cap if cap is not None else 1e9, term)
+        self._cap = cap
         ray = _ray()
         restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self._claims: dict[str, _Claim] = {}
         self._claims_from = time.monotonic() + (CLAIM_TERM_S if restarted else 0.0)
+
+    def cap(self) -> float | None:
+        return self._cap
 
     def claim(self, camera: str, token: str) -> float:
         """0 when ``token`` holds ``camera``'s claim now, else seconds to try again in."""
@@ -276,6 +280,7 @@ class CameraActor:
 
         ray = _ray()
         self.name = name
+        self._given = (source, settings)
         self.incarnation = secrets.token_hex(3)
         self._coordinator = coordinator
         self._token = f"{self.incarnation}@{ray.get_runtime_context().get_node_id()[:8]}"
@@ -370,6 +375,10 @@ class CameraActor:
             "error": str(self.camera.error) if self.camera.error is not None else None,
         }
 
+    def settings(self) -> tuple[str, dict[str, Any]]:
+        """The source and settings it was started with (a new head compares them)."""
+        return self._given
+
     def pause(self) -> None:
         if self.failed is None:
             self.fleet.pause(self.name)
@@ -414,17 +423,29 @@ class ClusterCameras:
         cap: float | None,
         run_id: str,
         mqtt: tuple[str, str] | None = None,
+        *,
+        deployment: str | None = None,
     ) -> None:
+        """``deployment``: the cameras' actors are detached and named after it, so they
+        outlive this process; a head started again with the same one adopts them (a
+        camera whose settings are unchanged keeps running, untouched)."""
         ray = _ray()
         connect(address)
         self.run_id = run_id
         self.mqtt = mqtt
         self.cap = cap
-        self.coordinator: Any = (
-            ray.remote(Coordinator)  # one call at a time: the book and claims need no lock
-            .options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-            .remote(cap)
-        )
+        self.deployment = deployment
+        self._swept = deployment is None
+        options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1}
+        if deployment is not None:
+            options.update(
+                name=f"streamer-{deployment}-coordinator", lifetime="detached", get_if_exists=True
+            )
+        # one call at a time: the book and the claims need no lock
+        self.coordinator: Any = ray.remote(Coordinator).options(**options).remote(cap)
+        if deployment is not None and ray.get(self.coordinator.cap.remote()) != cap:
+            ray.kill(self.coordinator)  # another budget now: a new book (and claims)
+            self.coordinator = ray.remote(Coordinator).options(**options).remote(cap)
         self._wanted: dict[str, tuple[str, dict[str, Any]]] = {}
         self._started: dict[str, tuple[str, dict[str, Any]]] = {}  # what each runs with
         self._actors: dict[str, Any] = {}
@@ -458,8 +479,49 @@ class ClusterCameras:
         with self.lock:
             self._reconcile()
 
+    def _actor_name(self, camera: str) -> str:
+        if self.deployment is not None:
+            return f"streamer-{self.deployment}-cam-{camera}"
+        return f"streamer-{self.run_id}-{camera}"
+
+    def _sweep(self) -> None:
+        """Once: stop the deployment's actors that no camera wanted now is (the config
+        changed while no head ran)."""
+        ray = _ray()
+        self._swept = True
+        prefix = self._actor_name("")
+        for actor_name in ray.util.list_named_actors():
+            camera = actor_name.removeprefix(prefix)
+            if actor_name.startswith(prefix) and camera not in self._wanted:
+                self._actors[camera] = ray.get_actor(actor_name)
+                self.results[camera] = self._stop(camera)
+                log.warning("camera %s: stopped (no longer in the config)", camera)
+
+    def _adopt(self, name: str, wanted: tuple[str, dict[str, Any]]) -> bool:
+        """A running actor of this camera (from a head before this one) kept if its
+        settings are the ones wanted, else stopped; ``True`` if kept."""
+        ray = _ray()
+        try:
+            actor = ray.get_actor(self._actor_name(name))
+        except ValueError:
+            return False  # none
+        try:
+            running = ray.get(actor.settings.remote(), timeout=CALL_TIMEOUT_S)
+        except Exception:
+            running = wanted  # restarting elsewhere: its settings are the ones it had
+        self._actors[name] = actor
+        self._started[name] = (running[0], running[1])
+        if self._started[name] == wanted:
+            log.warning("camera %s: adopted (running on from the head before)", name)
+            return True
+        self.results[name] = self._stop(name)
+        del self.results[name]
+        return False
+
     def _reconcile(self) -> None:
         ray = _ray()
+        if not self._swept:
+            self._sweep()
         for name in [n for n in self._actors if self._started.get(n) != self._wanted.get(n)]:
             self.results[name] = self._stop(name)
             if name in self._wanted:
@@ -468,13 +530,16 @@ class ClusterCameras:
             if name in self.results and self._started.get(name) != (source, settings):
                 del self.results[name]  # ended before, changed since: run it again
             if name not in self._actors and name not in self.results:
+                if self.deployment is not None and self._adopt(name, (source, settings)):
+                    continue
                 self._started[name] = (source, settings)
                 self._actors[name] = (
                     ray.remote(CameraActor)
                     .options(
                         # Ray refuses a second live actor of one name: one more guard
                         # against a camera processed twice
-                        name=f"streamer-{self.run_id}-{name}",
+                        name=self._actor_name(name),
+                        lifetime="detached" if self.deployment is not None else None,
                         num_cpus=float(settings.get("ray_cpus", 0.25)),
                         max_restarts=-1,
                         max_task_retries=-1,
@@ -528,6 +593,14 @@ class ClusterCameras:
         except Exception as exc:
             result = {"ended": True, "code": EXIT_ERROR, "error": f"stop: {type(exc).__name__}"}
         ray.kill(actor)
+        if self.deployment is not None:  # its name free again before another takes it
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    ray.get_actor(self._actor_name(name))
+                except ValueError:
+                    break
+                time.sleep(0.1)
         return result
 
     @property
@@ -556,6 +629,7 @@ def run_cluster(
     say: Callable[[str], None],
     models_dir: Path | None = None,
     reload: Callable[[], FleetConfig] | None = None,
+    deployment: str = "default",
 ) -> int:
     """``streamer run --ray``: every camera of ``config`` in its own actor until each has
     ended (recorded files) or a signal; the worst camera's exit code. SIGHUP calls
@@ -589,6 +663,8 @@ def run_cluster(
             caps.pop(),
             new_run_id(),
             (wide.mqtt, wide.mqtt_topic) if wide.mqtt else None,
+            # a cluster of its own dies with this process: nothing to outlive it
+            deployment=None if wide.ray == "local" else deployment,
         )
         stack.callback(fleet.close)
         if wide.web is not None:  # before any camera: its bind and token are checked

@@ -296,6 +296,7 @@ def run(
             say=lambda line: print(line, file=sys.stderr),
             models_dir=models_dir,
             reload=reload if path is not None else None,
+            deployment=Path(path).stem if path is not None else "default",
         )
     single = len(settings.cameras) == 1 and wide.web is None
     quit_run: list[_Run] = []

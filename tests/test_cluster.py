@@ -437,3 +437,73 @@ def test_six_cameras_on_three_nodes_share_one_budget_by_weight(
     ones = [got[n] for n in weights if weights[n] == 1]
     twos = [got[n] for n in weights if weights[n] == 2]
     assert 1.7 <= (sum(twos) / 2) / (sum(ones) / 4) <= 2.3, got
+
+
+def test_cameras_outlive_their_head_and_a_new_head_adopts_them(
+    cluster: Any, server: ServerThread, tmp_path: Path
+) -> None:
+    """On a cluster of its own (not ``--ray local``) the cameras are detached actors: the
+    head SIGKILLed, they keep processing; a head started again with the same config
+    adopts them (same incarnation, no second one), and its Ctrl-C stops them."""
+    config = tmp_path / "cameras.yaml"
+    out = tmp_path / "out"
+    out.mkdir()
+    live = "synthetic:?size=160x120&fps=10"
+    config.write_text(
+        f"api_url: {server.url}\nmodel: shapes/1\nmode: live\nmax_fps: 3\n"
+        f"jsonl: {out}/{{camera}}.jsonl\ncameras:\n"
+        f"  - {{name: door, source: '{live}'}}\n  - {{name: aisle, source: '{live}'}}\n"
+    )
+    command = [*STREAMER, "run", "--ray", cluster.address, "--config", str(config)]
+
+    def recording() -> dict[str, Path]:
+        found = {p.name.split(".")[1]: p for p in out.glob(".*.streamer-tmp.jsonl")}
+        return found if set(found) == {"door", "aisle"} else {}
+
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(recording, timeout=120, what="both cameras recording")
+        files = recording()
+        first.kill()  # SIGKILL: no goodbye, nothing stopped
+        first.wait(30)
+        sizes = {name: path.stat().st_size for name, path in files.items()}
+        wait_for(
+            lambda: all(path.stat().st_size > sizes[n] for n, path in files.items()),
+            what="the cameras going on without a head",
+        )
+        second = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        said = _lines_of(second)
+        try:
+            wait_for(
+                lambda: sum("adopted (running on" in line for line in said) == 2,
+                timeout=120,
+                what="the new head adopting both cameras",
+            )
+            grown = {name: path.stat().st_size for name, path in files.items()}
+            wait_for(
+                lambda: all(path.stat().st_size > grown[n] for n, path in files.items()),
+                what="more records under the new head",
+            )
+            assert recording() == files  # the same incarnations: adopted, not restarted
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    stderr = "".join(said)
+    assert second.returncode == 130, stderr
+    committed = sorted(p.name.split(".")[0] for p in out.glob("*.jsonl"))
+    assert committed == ["aisle", "door"]  # one file each: one incarnation each
+    assert not ray.util.list_named_actors()  # the Ctrl-C stopped them all
+
+
+def _lines_of(process: subprocess.Popen[str]) -> list[str]:
+    """Its stderr's lines as they come, read by a thread (a pipe left unread fills)."""
+    said: list[str] = []
+    assert process.stderr is not None
+    stream = process.stderr
+    threading.Thread(
+        target=lambda: said.extend(iter(stream.readline, "")), name="stderr", daemon=True
+    ).start()
+    return said
