@@ -62,7 +62,7 @@ from streamer.errors import (
 )
 from streamer.frames import Frame, Image, Result, Status
 from streamer.records import build_record, status_text
-from streamer.render import Hud, RenderConfig, Renderer
+from streamer.render import Hud, RenderConfig, Renderer, canvas_for
 from streamer.sampler import Sampler, SamplerConfig, SkipCause
 from streamer.sender import PoolFull, SenderConfig, SenderPool
 from streamer.sinks.base import DropPolicy, Output, Sink, SinkWorker
@@ -327,6 +327,14 @@ class Pipeline:
         self.all_sinks_failed = False
         self._wants_image = any(s.wants_image for s in sinks)
         self._image_workers = [w for w in self._sinks if w.sink.wants_image]
+        # when every image output shows frames no wider than some size (previews), they
+        # are drawn that wide: a quarter of a 720p frame's pixels to convert and draw
+        widths = [getattr(w.sink, "max_width", None) for w in self._image_workers]
+        self._draw_width: int | None = (
+            max(w for w in widths if w is not None)
+            if widths and all(w is not None for w in widths)
+            else None
+        )
         # analytics: with lines or zones (counts in records, drawn), or an events output
         self._wants_events = any(getattr(s, "events", False) is True for s in sinks)
         self._counts_anything = bool(settings.lines or settings.zones)
@@ -683,12 +691,14 @@ class Pipeline:
         ahead = None if last is None else (timestamp - last) * 1000
         status = "no result yet" if ahead is None else f"predicted +{ahead:.0f} ms"
         started = time.perf_counter()
+        overlay = self._overlay()
+        pixels, drawn = self._canvas(frame, detections, overlay is None)
         image = renderer.render(
-            frame.pixels(),
-            detections,
+            pixels,
+            drawn,
             predicted=True,
             hud=self._hud(status) if self.settings.render.hud else None,
-            overlay=self._overlay(),
+            overlay=overlay,
         )
         self._rendered(time.perf_counter() - started)
         record = self._record(frame, status_text(None), None, detections)
@@ -699,6 +709,15 @@ class Pipeline:
             self._counts["drawn"] += 1
         for worker in self._image_workers:
             worker.put(output)
+
+    def _canvas(
+        self, frame: Frame, detections: sv.Detections, scalable: bool
+    ) -> tuple[Image, sv.Detections]:
+        """The previews' width when only previews take the frame and nothing drawn needs
+        the full frame's coordinates (zones, lines, keypoints)."""
+        if self._draw_width is None or not scalable:
+            return frame.pixels(), detections
+        return canvas_for(frame, detections, self._draw_width)
 
     def _overlay(self) -> Callable[[Image], Image] | None:
         """The zones and lines, drawn under the boxes, when there are any."""
@@ -750,14 +769,17 @@ class Pipeline:
         drawn_here = self._wants_image and not self._draws_frames
         if drawn_here and any(w.wants_frame() for w in self._image_workers):
             started = time.perf_counter()
+            overlay = self._overlay()
+            keypoints = prediction.keypoints if prediction is not None else None
+            pixels, drawn = self._canvas(frame, detections, overlay is None and keypoints is None)
             image = renderer.render(
-                frame.pixels(),
-                detections,
+                pixels,
+                drawn,
                 predicted=prediction is None,
-                keypoints=prediction.keypoints if prediction is not None else None,
+                keypoints=keypoints,
                 classification=prediction.classification if prediction is not None else None,
                 hud=self._hud(status) if self.settings.render.hud else None,
-                overlay=self._overlay(),
+                overlay=overlay,
             )
             self._rendered(time.perf_counter() - started)
         record = self._record(frame, status, result, detections)

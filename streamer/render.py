@@ -12,8 +12,9 @@ import supervision as sv
 
 from streamer.client import Classification
 from streamer.detections import copy_detections, select
+from streamer.frames import Frame
 
-__all__ = ["Hud", "RenderConfig", "Renderer"]
+__all__ = ["Hud", "RenderConfig", "Renderer", "canvas_for"]
 
 Image = npt.NDArray[np.uint8]
 
@@ -164,3 +165,20 @@ def _text(canvas: Image, lines: list[str], *, bottom: bool = False) -> None:
             thickness,
             cv2.LINE_AA,
         )
+
+
+def canvas_for(frame: Frame, detections: sv.Detections, width: int) -> tuple[Image, sv.Detections]:
+    """The frame's pixels no wider than ``width`` and the detections in their
+    coordinates, to draw for an output that shows no more (a preview): a 720p frame
+    shrunk to 640 has a quarter of the pixels to convert and draw. Masks and polygons
+    are in the frame's own coordinates: with them, the frame as it is."""
+    frame_width, height = frame.size
+    if frame_width <= width or detections.mask is not None or "polygons" in detections.data:
+        return frame.pixels(), detections
+    size = (width, max(1, round(height * width / frame_width)))
+    pixels = frame.pixels(fit=max(size))
+    if pixels.shape[1] != size[0]:  # the frame gave more than asked: shrink it here
+        pixels = np.asarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA))
+    scaled = copy_detections(detections)
+    scaled.xyxy = detections.xyxy * (pixels.shape[1] / frame_width)
+    return pixels, scaled

@@ -95,3 +95,42 @@ def test_a_picture_shrunk_in_yuv_matches_one_converted_then_resized(
     assert shrunk.shape == (360, 640, 3)
     assert float(np.abs(shrunk.astype(int) - converted.astype(int)).mean()) < 2.0
     assert _shrunk_bgr(picture, 1280) is None  # nothing to shrink: the full conversion
+
+
+def test_frames_for_previews_only_are_drawn_at_the_previews_width(
+    make_clip: Callable[..., Path],
+) -> None:
+    """``canvas_for``: a 1280x720 frame (decoded, or BGR as synthetic sources give)
+    shrunk to 640 wide with its boxes halved, so what is drawn lands where the full
+    frame's boxes are; with masks, the frame as it is."""
+    import supervision as sv
+
+    from streamer.frames import Frame
+    from streamer.render import canvas_for
+
+    scene = Scene(width=1280, height=720, fps=30, objects=3, seed=2)
+    boxes = np.array([t.box for t in scene.truth(0)], dtype=float)
+    detections = sv.Detections(xyxy=boxes, class_id=np.zeros(len(boxes), int))
+    clip = make_clip(1, width=1280, height=720, fps=30, objects=3, seed=2)
+    stream = open_source(str(clip)).open()
+    try:
+        picture, _ = next(iter(stream))
+    finally:
+        stream.close()
+    assert isinstance(picture, DecodedPicture)
+    decoded = Frame(decoded=picture, index=0)
+    for frame in (Frame(image=scene.render(0), index=0), decoded):
+        pixels, drawn = canvas_for(frame, detections, 640)
+        assert pixels.shape == (360, 640, 3)
+        assert np.allclose(drawn.xyxy, boxes / 2)
+        assert np.allclose(detections.xyxy, boxes)  # the caller's untouched
+        full = cv2.resize(frame.pixels(), (640, 360), interpolation=cv2.INTER_AREA)
+        assert float(np.abs(pixels.astype(int) - full.astype(int)).mean()) < 3  # same picture
+    masked = sv.Detections(
+        xyxy=boxes, mask=np.zeros((len(boxes), 720, 1280), bool), class_id=np.zeros(3, int)
+    )
+    pixels, drawn = canvas_for(decoded, masked, 640)
+    assert pixels.shape == (720, 1280, 3)
+    assert drawn is masked
+    small = Frame(image=np.zeros((240, 320, 3), np.uint8), index=0)
+    assert canvas_for(small, detections, 640)[0].shape == (240, 320, 3)  # never enlarged

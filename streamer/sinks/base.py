@@ -43,8 +43,10 @@ class Sink(Protocol):
     Optional, looked up by name: ``queue_size`` (outputs buffered for it, 64),
     ``drop_policy(live) -> DropPolicy`` (what happens when its queue is full: by
     default live keeps the newest, recorded waits), ``idle()`` (on the worker thread,
-    every half second with nothing to write) and ``interrupt()`` (from any thread:
-    stop waiting on retries, the run is being stopped).
+    every half second with nothing to write), ``interrupt()`` (from any thread:
+    stop waiting on retries, the run is being stopped) and ``max_width`` (an image
+    output that shows frames no wider than this: with only such outputs, frames are
+    drawn at that size, not the source's).
     """
 
     name: str

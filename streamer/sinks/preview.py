@@ -59,6 +59,7 @@ class Preview:
     def __init__(self, *, fps: float = 10.0, width: int = 640, quality: int = 75) -> None:
         self.interval = 1.0 / fps
         self.width = width
+        self.max_width = width  # frames drawn for previews only are drawn this wide
         self.quality = quality
         self._lock = threading.Lock()
         self._viewers = 0
