@@ -23,6 +23,7 @@ import glob
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import time
@@ -229,18 +230,33 @@ def _local_results(jobs: list[FileJob], workers: int, cap: float | None) -> Iter
         manager = _BookManager(address=("127.0.0.1", 0), ctx=context)
         manager.start(_serve_book, (cap,))
         lender = manager.book()  # type: ignore[attr-defined]
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_ignore_sigint
+    )
+    finished = False
     try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = {pool.submit(process_file, job, lender): job for job in jobs}
-            for future in concurrent.futures.as_completed(futures):
-                job = futures[future]
-                try:
-                    yield future.result()
-                except Exception as exc:  # the worker process died
-                    yield FileResult(job.source, EXIT_ERROR, error=f"worker failed: {exc}")
+        futures = {pool.submit(process_file, job, lender): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            job = futures[future]
+            try:
+                yield future.result()
+            except Exception as exc:  # the worker process died
+                yield FileResult(job.source, EXIT_ERROR, error=f"worker failed: {exc}")
+        finished = True
     finally:
+        # interrupted: the files being processed are left unfinished (their outputs
+        # stay temporary, so a rerun does them), not waited for
+        pool.shutdown(wait=finished, cancel_futures=True)
         if manager is not None:
             manager.shutdown()
+        if not finished:
+            for child in multiprocessing.active_children():
+                child.terminate()
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_batch(
@@ -267,7 +283,33 @@ def run_batch(
     else:
         results = _local_results(todo, workers, cap)
     codes: list[int] = []
-    last = time.monotonic()  # the first line after progress_every, then every that often
+    shown = ""
+    try:
+        shown = _follow(
+            results, progress, codes, say=say, every=progress_every, on_result=on_result
+        )
+    except KeyboardInterrupt:
+        left = progress.total - progress.skipped - progress.done - progress.failed
+        say(f"batch: interrupted: {left} files not finished (a rerun does them)")
+        raise
+    if progress.line() != shown:
+        say(progress.line())
+    return worst(codes) if codes else EXIT_OK
+
+
+def _follow(
+    results: Iterator[FileResult],
+    progress: _Progress,
+    codes: list[int],
+    *,
+    say: Callable[[str], None],
+    every: float,
+    on_result: Callable[[FileResult], None] | None,
+) -> str:
+    """Each result as it comes: counted, said if it failed; a progress line every
+    ``every`` s (the first after ``every``); the last line said."""
+    shown = ""
+    last = time.monotonic()
     for result in results:
         if on_result is not None:
             on_result(result)
@@ -279,8 +321,8 @@ def run_batch(
         else:
             progress.failed += 1
             say(f"batch: error: {result.source}: {result.error or result.summary}")
-        if time.monotonic() - last >= progress_every:
+        if time.monotonic() - last >= every:
             last = time.monotonic()
-            say(progress.line())
-    say(progress.line())
-    return worst(codes) if codes else EXIT_OK
+            shown = progress.line()
+            say(shown)
+    return shown

@@ -4,7 +4,10 @@ worker processes."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from streamer.batch import FileResult, expand, plan, run_batch
 from streamer.errors import ConfigError
 from streamer.server import ServerThread
 from streamer.server.faults import FaultConfig
-from tests.helpers import ServerFactory, records, run_cli
+from tests.helpers import STREAMER, ServerFactory, records, run_cli, wait_for
 
 
 def _files(make_clip: Callable[..., Path], folder: Path, count: int) -> list[Path]:
@@ -107,3 +110,36 @@ def test_batch_refuses_bad_plans_in_one_line(tmp_path: Path) -> None:
     done = run_cli("batch", str(tmp_path / "none" / "*.mp4"), "--jsonl", "x/{stem}.jsonl")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("streamer: error: no file matches")
+
+
+def test_ctrl_c_stops_a_batch_at_once_and_a_rerun_finishes_it(
+    make_clip: Callable[..., Path], server: ServerThread, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it): the batch stops
+    without waiting for the files in progress, says so, exits 130; those files have no
+    output under their final names; a rerun does them."""
+    clips = _files(make_clip, tmp_path / "archive", 4)
+    out = tmp_path / "out"
+    args = [
+        "batch", str(tmp_path / "archive" / "*.mp4"), "--jsonl", str(out / "{stem}.jsonl"),
+        "--api-url", server.url, "--model", "shapes/1", "--workers", "2", "--rate-limit", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [*STREAMER, *args], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        wait_for(lambda: any(out.glob(".*.streamer-tmp.jsonl")), what="files in progress")
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "batch: interrupted:" in stderr
+    assert "Traceback" not in stderr
+    finished = {p.stem for p in out.glob("*.jsonl")}
+    assert len(finished) < 4
+    again = run_cli(*args[:-2], timeout=240)  # no rate limit now
+    assert again.returncode == 0, again.stderr
+    for clip in clips:
+        assert [r["frame_index"] for r in records(out / f"{clip.stem}.jsonl")] == list(range(10))
