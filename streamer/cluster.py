@@ -567,8 +567,9 @@ class ClusterCameras:
             try:
                 found[name] = ray.get(call, timeout=timeout)
             except ray.exceptions.ActorDiedError as exc:  # for good: it will not restart
+                key = self._started.get(name, ("", {}))[1].get("api_key")
                 found[name] = {"state": "failed", "ended": True, "code": EXIT_ERROR,
-                               "error": clean(str(exc), 300)}  # fmt: skip
+                               "error": redact(clean(str(exc), 300), key)}  # fmt: skip
             except Exception as exc:  # its node died, it is starting again elsewhere
                 found[name] = {"state": f"restarting ({type(exc).__name__})", "ended": False}
         with self.lock:
