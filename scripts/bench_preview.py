@@ -10,6 +10,7 @@ encoded, and each part's capture age when it left the server (in each JPEG's
 comment: capture to bytes out), p50/p95.
 
     python scripts/bench_preview.py [--cameras 8] [--viewers 4] [--seconds 10] [--repeats 3]
+        [--source synthetic:?size=1280x720&fps=25 | a 720p file, played live]
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=4, help="per camera")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3, help="pairs of phases")
+    parser.add_argument(
+        "--source",
+        default="synthetic:?size=1280x720&fps=25",
+        help="each camera's source; a 720p video file plays live as a decoded camera would "
+        "(long enough for the run: 3 s + repeats x 2 x seconds)",
+    )
     args = parser.parse_args()
     tune_threads()
     alone: list[float] = []
@@ -102,7 +109,7 @@ def main() -> None:
             try:
                 names = [f"cam{i}" for i in range(args.cameras)]
                 for name in names:
-                    fleet.add(name, "synthetic:?size=1280x720&fps=25")
+                    fleet.add(name, args.source, mode="live")
                 time.sleep(3)  # every camera streaming and answered
                 previews = {name: fleet.camera(name).preview for name in names}
                 urls = [
