@@ -203,6 +203,7 @@ def ray_results(jobs: list[FileJob], address: str, cap: float | None) -> Iterato
 # -- cameras as actors ---------------------------------------------------------------------
 
 CLAIM_TERM_S = 3.0  # a camera's claim: renewed every second, lapses this long after
+CLAIM_WAIT_S = 4 * CLAIM_TERM_S  # longer than any lapse: the holder is alive
 
 
 @dataclass
@@ -327,13 +328,22 @@ class CameraActor:
         self._renewer.start()
 
     def _wait_for_claim(self) -> None:
+        """Until the camera's claim is this incarnation's: an older one's lapses within
+        a term; one still renewed after ``CLAIM_WAIT_S`` is another live actor's."""
         ray = _ray()
+        deadline = time.monotonic() + CLAIM_WAIT_S
         while True:
             retry_in = ray.get(
                 self._coordinator.claim.remote(self.name, self._token), timeout=CALL_TIMEOUT_S
             )
             if retry_in <= 0:
                 return
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"camera {self.name} is held by another live actor (two heads on one "
+                    "config?): not started"
+                )
+            log.info("camera %s: waiting %.1f s for its claim to lapse", self.name, retry_in)
             time.sleep(min(retry_in + 0.05, CLAIM_TERM_S))
 
     def _renew_claim(self) -> None:

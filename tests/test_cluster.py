@@ -397,7 +397,7 @@ def test_six_cameras_on_three_nodes_share_one_budget_by_weight(
     of 10/s against ``streamer serve --rate-limit 10``: after a settling time, no 429,
     requests sent at most the budget (and near it), weight 2 cameras getting about twice
     a weight 1 camera's share (measured: 9.99/s, 1.25 and 2.50)."""
-    from streamer.cluster import ClusterCameras
+    from streamer.cluster import ActorLender, ClusterCameras
 
     limited = start_server(FaultConfig(rate_limit=10))
     cameras = ClusterCameras(cluster.address, 10.0, "budget")
@@ -416,7 +416,13 @@ def test_six_cameras_on_three_nodes_share_one_budget_by_weight(
             timeout=120,
             what="every camera answered",
         )
-        time.sleep(5)  # the shares settle (leases renew every third of a second)
+
+        def settled() -> bool:  # leases renew every third of a second
+            shares = ActorLender(cameras.coordinator).status().shares
+            mine = {h.rsplit("/", 1)[-1]: r for h, r in shares.items()}
+            return all(abs(mine.get(n, 0) - 1.25 * w) < 0.01 for n, w in weights.items())
+
+        wait_for(settled, timeout=60, what="the shares settled by weight")
         before = {n: s["pipeline"] for n, s in cameras.statuses().items()}
         started = time.monotonic()
         time.sleep(12)  # the measured window
