@@ -37,6 +37,7 @@ from streamer.redaction import clean, redact
 
 if TYPE_CHECKING:
     from streamer.batch import FileJob, FileResult
+    from streamer.metrics import HistogramSamples
     from streamer.mqtt import MqttPublisher
 
 __all__ = [
@@ -313,6 +314,12 @@ class CameraActor:
             share_outputs=False,
             mqtt=self._mqtt,
         )
+        try:  # its own histograms, observed here, handed to the head with each status
+            from streamer.metrics import FleetMetrics
+
+            self.fleet.metrics = FleetMetrics(self.fleet, per_camera=True)
+        except ImportError:  # prometheus-client comes with the server extra
+            pass
         self.failed: dict[str, Any] | None = None
         try:
             self.camera = self.fleet.add(name, source)
@@ -370,7 +377,9 @@ class CameraActor:
             return self.failed
         status = self.camera.pipeline.status()
         (info,) = self.fleet.cameras()
+        metrics = self.fleet.metrics
         return {
+            "histograms": metrics.histogram_samples() if metrics is not None else [],
             "info": info,  # CameraInfo and PipelineStatus: what the head's --web shows
             "pipeline": status,
             "incarnation": self.incarnation,
@@ -925,8 +934,11 @@ class ClusterView:
 
     def status(self) -> FleetStatus:
         with self._cameras.lock:
+            wanted = self._cameras.wanted
             reports = {
-                n: r["pipeline"] for n, r in self._cameras.reports.items() if "pipeline" in r
+                n: r["pipeline"]
+                for n, r in self._cameras.reports.items()
+                if "pipeline" in r and n in wanted
             }
             coordinator = self._cameras.coordinator
             cap = self._cameras.cap
@@ -940,6 +952,16 @@ class ClusterView:
 
     def preview_of(self, name: str) -> None:
         return None
+
+    def histograms(self) -> dict[str, HistogramSamples]:
+        """Each camera's histograms, as the run's loop last gathered them."""
+        with self._cameras.lock:
+            wanted = self._cameras.wanted
+            return {
+                n: r["histograms"]
+                for n, r in self._cameras.reports.items()
+                if "histograms" in r and n in wanted
+            }
 
 
 def _camera_line(name: str, status: dict[str, Any]) -> str:

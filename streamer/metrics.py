@@ -29,6 +29,7 @@ from prometheus_client import (
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    Metric,
     StateSetMetricFamily,
 )
 from prometheus_client.registry import Collector
@@ -50,18 +51,35 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 # a camera's states: its source's while it runs, then how it ended (``Camera.state``)
 STATES = (*(state.value for state in SourceState), "paused", "done", "stopped", "removed")
 _Stage = Callable[[str, float], None]  # observe (camera, seconds)
+# each histogram's (name, help, [(sample name, labels, value)]): picklable, for Ray
+HistogramSamples = list[tuple[str, str, list[tuple[str, dict[str, str], float]]]]
 
 
 class FleetMetrics:
     """The fleet's registry: ``observe`` each result, ``render`` on each scrape."""
 
-    def __init__(self, fleet: FleetView, *, per_camera: bool = False) -> None:
+    def __init__(
+        self,
+        fleet: FleetView,
+        *,
+        per_camera: bool = False,
+        remote: Callable[[], dict[str, HistogramSamples]] | None = None,
+    ) -> None:
+        """``remote``: the cameras run elsewhere (Ray actors) and observe their own
+        histograms; this gives each camera's (``histogram_samples``), gathered at scrape."""
         self.registry = CollectorRegistry(auto_describe=True)
         self._per_camera: list[Histogram] = []
+        self._histograms: list[Histogram] = []
+        by_camera_names: set[str] = set()
+        # a remote fleet's histograms come from its cameras: none made here
+        registry = None if remote else self.registry
 
         def histogram(name: str, what: str, by_camera: bool) -> _Stage:
             labels = ["camera"] if by_camera else []
-            metric = Histogram(name, what, labels, buckets=_BUCKETS, registry=self.registry)
+            metric = Histogram(name, what, labels, buckets=_BUCKETS, registry=registry)
+            self._histograms.append(metric)
+            if by_camera:
+                by_camera_names.add(name)
             if not by_camera:
                 return lambda camera, seconds: metric.observe(seconds)
             self._per_camera.append(metric)
@@ -89,6 +107,18 @@ class FleetMetrics:
         )
         self._age = histogram("streamer_result_age_seconds", "frame capture to its result", True)
         self.registry.register(_StatusCollector(fleet))
+        if remote is not None:
+            self.registry.register(_RemoteHistograms(remote, by_camera_names))
+
+    def histogram_samples(self) -> HistogramSamples:
+        """Every histogram's samples (name, help, [(sample, labels, value)]): what a
+        camera in a Ray actor hands its head."""
+        families = []
+        for histogram in self._histograms:
+            for metric in histogram.collect():
+                samples = [(s.name, dict(s.labels), s.value) for s in metric.samples]
+                families.append((metric.name, metric.documentation, samples))
+        return families
 
     def observe(self, camera: str, result: Result) -> None:
         """One answered frame (ok results: the latencies of a failure say little)."""
@@ -238,3 +268,34 @@ class _StatusCollector(Collector):
             budget_waiting,
             budget_granted,
         )
+
+
+class _RemoteHistograms(Collector):
+    """The histograms cameras in Ray actors observed, as the run's loop last gathered
+    them: per camera for ``by_camera`` families, summed over the cameras for the others."""
+
+    def __init__(
+        self, gathered: Callable[[], dict[str, HistogramSamples]], by_camera: set[str]
+    ) -> None:
+        self._gathered = gathered
+        self._by_camera = by_camera
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        merged: dict[str, Metric] = {}
+        summed: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+        for families in self._gathered().values():
+            for name, documentation, samples in families:
+                metric = merged.setdefault(name, Metric(name, documentation, "histogram"))
+                for sample, labels, value in samples:
+                    if name in self._by_camera:
+                        metric.add_sample(sample, labels, value)
+                    else:
+                        rest = tuple(sorted((k, v) for k, v in labels.items() if k != "camera"))
+                        key = (name, sample, rest)
+                        summed[key] = summed.get(key, 0.0) + value
+        for (name, sample, rest), value in summed.items():
+            merged[name].add_sample(sample, dict(rest), value)
+        yield from merged.values()

@@ -274,7 +274,11 @@ def create_app(
     metrics_per_camera: bool = False,
 ) -> Starlette:
     if fleet.metrics is None:  # from now on every camera's results are observed
-        fleet.metrics = FleetMetrics(fleet, per_camera=metrics_per_camera)
+        fleet.metrics = FleetMetrics(
+            fleet,
+            per_camera=metrics_per_camera,
+            remote=getattr(fleet, "histograms", None),  # cameras elsewhere (Ray)
+        )
     if fleet.preview is None:  # cameras added from now on get a preview
         fleet.preview = preview or PreviewConfig()
     api = _Api(fleet, token)

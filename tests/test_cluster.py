@@ -326,6 +326,12 @@ def test_the_web_api_adds_removes_and_counts_cameras_on_the_cluster(
             for s in family.samples
         }
         assert samples[("streamer_frames_sent_total", (("camera", "aisle"),))] > 0
+        # the latency histograms the actors observed: per camera, and summed for the fleet
+        age = samples[("streamer_result_age_seconds_count", (("camera", "aisle"),))]
+        assert age > 0
+        inf = samples[("streamer_result_age_seconds_bucket", (("camera", "aisle"), ("le", "+Inf")))]
+        assert inf == age
+        assert samples[("streamer_queue_wait_seconds_count", ())] >= age  # both cameras
         assert samples[("streamer_budget_rate", (("host", "cluster"),))] == 8
         shares = [v for (n, labels), v in samples.items() if n == "streamer_budget_share"]
         assert len(shares) == 2
