@@ -13,6 +13,7 @@ the core never needs it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -34,6 +35,7 @@ from streamer.exits import EXIT_ERROR, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, exit_
 from streamer.fleet import CameraInfo, FleetStatus
 from streamer.leases import TERM_S, Lease, LeaseBook
 from streamer.redaction import clean, redact
+from streamer.sinks.preview import Preview, PreviewFrame
 
 if TYPE_CHECKING:
     from streamer.batch import FileJob, FileResult
@@ -273,9 +275,11 @@ class CameraActor:
         run_id: str,
         *,
         mqtt: tuple[str, str] | None = None,
+        preview: tuple[float, int] | None = None,
     ) -> None:
         """``mqtt``: (broker URL, topic): this camera's events and counts go there on a
-        connection of its own, its availability on ``<topic>/<camera>/available``."""
+        connection of its own, its availability on ``<topic>/<camera>/available``.
+        ``preview``: (fps, width) of the head's web view: drawn here for its viewers."""
         from streamer.fleet import Fleet
         from streamer.leases import LeasedBudgets
         from streamer.mqtt import MqttPublisher
@@ -314,6 +318,10 @@ class CameraActor:
             share_outputs=False,
             mqtt=self._mqtt,
         )
+        if preview is not None:
+            from streamer.sinks.preview import PreviewConfig
+
+            self.fleet.preview = PreviewConfig(fps=preview[0], width=preview[1])
         try:  # its own histograms, observed here, handed to the head with each status
             from streamer.metrics import FleetMetrics
 
@@ -378,8 +386,10 @@ class CameraActor:
         status = self.camera.pipeline.status()
         (info,) = self.fleet.cameras()
         metrics = self.fleet.metrics
+        preview = self.fleet.preview_of(self.name)
         return {
             "histograms": metrics.histogram_samples() if metrics is not None else [],
+            "viewers": (preview.viewers, preview.connections) if preview is not None else None,
             "info": info,  # CameraInfo and PipelineStatus: what the head's --web shows
             "pipeline": status,
             "incarnation": self.incarnation,
@@ -393,6 +403,21 @@ class CameraActor:
             "summary": self.camera.summary() if self.camera.ended else "",
             "error": str(self.camera.error) if self.camera.error is not None else None,
         }
+
+    def watch(self, change: int) -> None:
+        """A viewer of the head's web view came (1) or left (-1)."""
+        preview = self.fleet.preview_of(self.name) if self.failed is None else None
+        if preview is not None:
+            preview.watch(change)
+
+    def preview_after(self, sequence: int) -> tuple[int, bytes, float] | None:
+        """The newest preview JPEG if newer than ``sequence``: (sequence, JPEG, seconds
+        since its frame's capture, by this machine's clock); never waits."""
+        preview = self.fleet.preview_of(self.name) if self.failed is None else None
+        frame = preview.newer_than(sequence) if isinstance(preview, Preview) else None
+        if frame is None:
+            return None
+        return frame.sequence, frame.jpeg, time.monotonic() - frame.captured_at
 
     def settings(self) -> tuple[str, dict[str, Any]]:
         """The source and settings it was started with (a new head compares them)."""
@@ -452,6 +477,7 @@ class ClusterCameras:
         connect(address)
         self.run_id = run_id
         self.mqtt = mqtt
+        self.preview: tuple[float, int] | None = None  # set by the web view: (fps, width)
         self.cap = cap
         self.deployment = deployment
         self._swept = deployment is None
@@ -565,7 +591,15 @@ class ClusterCameras:
                         max_concurrency=4,
                         scheduling_strategy="SPREAD",
                     )
-                    .remote(name, source, settings, self.coordinator, self.run_id, mqtt=self.mqtt)
+                    .remote(
+                        name,
+                        source,
+                        settings,
+                        self.coordinator,
+                        self.run_id,
+                        mqtt=self.mqtt,
+                        preview=self.preview,
+                    )
                 )
 
     def statuses(self, timeout: float = CALL_TIMEOUT_S) -> dict[str, dict[str, Any]]:
@@ -688,6 +722,7 @@ def run_cluster(
         )
         stack.callback(fleet.close)
         if wide.web is not None:  # before any camera: its bind and token are checked
+            fleet.preview = (wide.preview_fps, wide.preview_width)  # drawn in the actors
             _start_web(ClusterView(fleet, config.base, wanted), config, stack, say)
         fleet.want_only(cameras)
         last_line = 0.0
@@ -856,6 +891,58 @@ def _by_camera(status: BudgetStatus) -> BudgetStatus:
     )
 
 
+class _RemotePreview:
+    """A camera's preview in its actor, for the head's MJPEG route: viewers are counted
+    there (so frames are drawn for them), the newest JPEG fetched every half interval."""
+
+    def __init__(self, cameras: ClusterCameras, name: str, interval: float) -> None:
+        self._cameras = cameras
+        self._name = name
+        self._interval = interval
+
+    @property
+    def closed(self) -> bool:
+        return self._name not in self._cameras.running
+
+    def _seen(self) -> tuple[int, int]:
+        with self._cameras.lock:
+            seen = self._cameras.reports.get(self._name, {}).get("viewers")
+        return seen if seen is not None else (0, 0)
+
+    @property
+    def viewers(self) -> int:
+        return self._seen()[0]
+
+    @property
+    def connections(self) -> int:
+        return self._seen()[1]
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        actor = self._cameras.actor(self._name)
+        actor.watch.remote(1)
+        try:
+            yield
+        finally:
+            actor.watch.remote(-1)
+
+    async def next_after(self, sequence: int, timeout: float) -> PreviewFrame | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.closed and loop.time() < deadline:
+            try:
+                call = self._cameras.actor(self._name).preview_after.remote(sequence)
+                got = await asyncio.wait_for(asyncio.wrap_future(call.future()), CALL_TIMEOUT_S)
+            except Exception as exc:  # restarting, or gone: the route looks at closed
+                log.debug("preview of %s: %s", self._name, type(exc).__name__)
+                got = None
+            if got is not None:
+                number, jpeg, age = got
+                return PreviewFrame(number, jpeg, time.monotonic() - age)
+            await asyncio.sleep(self._interval / 2)
+        return None
+
+
 class _Removed:
     def __init__(self, result: dict[str, Any]) -> None:
         self._result = result
@@ -950,8 +1037,10 @@ class ClusterView:
                 log.debug("budget status: %s", exc)
         return FleetStatus(run_id=self.run_id, cameras=reports, budgets=budgets)
 
-    def preview_of(self, name: str) -> None:
-        return None
+    def preview_of(self, name: str) -> _RemotePreview | None:
+        if self._cameras.preview is None or name not in self._cameras.running:
+            return None
+        return _RemotePreview(self._cameras, name, 1.0 / self.preview.fps if self.preview else 0.1)
 
     def histograms(self) -> dict[str, HistogramSamples]:
         """Each camera's histograms, as the run's loop last gathered them."""

@@ -75,7 +75,7 @@ from streamer.pipeline import Pipeline, PipelineStatus, camera_name, new_run_id
 from streamer.sinks import DisplaySink, JsonLinesSink, Sink, VideoSink, WebhookSink
 from streamer.sinks.base import DropPolicy, Output, SinkWorker
 from streamer.sinks.display import display_problem
-from streamer.sinks.preview import Preview, PreviewConfig
+from streamer.sinks.preview import Preview, PreviewConfig, PreviewFeed
 from streamer.sinks.webhook import check_webhook_url
 from streamer.sources import Source, SyntheticSource, Timeouts, open_source
 from streamer.transport import SharedTransport
@@ -214,7 +214,7 @@ class FleetView(Protocol):
 
     def status(self) -> FleetStatus: ...
 
-    def preview_of(self, name: str) -> Preview | None: ...
+    def preview_of(self, name: str) -> PreviewFeed | None: ...
 
 
 @dataclass(frozen=True)

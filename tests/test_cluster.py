@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +30,7 @@ from streamer.batch import FileResult, plan, run_batch
 from streamer.server import ServerThread
 from streamer.server.faults import FaultConfig
 from tests.helpers import STREAMER, ServerFactory, free_port, records, run_cli, wait_for
+from tests.test_preview import read_jpegs
 
 # read by Ray when it is imported: before the import
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -337,6 +339,12 @@ def test_the_web_api_adds_removes_and_counts_cameras_on_the_cluster(
         assert len(shares) == 2
         assert sum(shares) <= 8
         assert httpx.get(f"{url}/ready", timeout=10).json()["ready"] is True
+        # a remote camera's preview: drawn in its actor for this viewer, served by the head
+        ages: list[float] = []
+        images = read_jpegs(f"{url}/camera/aisle/preview.mjpg", 4, ages)
+        assert [image.shape for image in images] == [(120, 160, 3)] * 4
+        assert all(0 <= age < 5000 for age in ages)
+        assert float(np.abs(images[0].astype(int) - images[-1].astype(int)).mean()) > 0.5
         removed = httpx.delete(f"{url}/api/cameras/aisle", timeout=60)
         assert removed.status_code == 200
         assert "frames out" in removed.json()["summary"]

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "MjpegReader",
     "Preview",
     "PreviewConfig",
+    "PreviewFeed",
     "PreviewFrame",
     "jpeg_comment",
     "with_comment",
@@ -111,14 +113,19 @@ class Preview:
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
         """While a viewer is connected: frames are drawn and encoded for it."""
-        with self._lock:
-            self._viewers += 1
-            self._connections += 1
+        self.watch(1)
         try:
             yield
         finally:
-            with self._lock:
-                self._viewers -= 1
+            self.watch(-1)
+
+    def watch(self, change: int) -> None:
+        """``1``: a viewer came (a remote one, through the head of a Ray cluster, too);
+        ``-1``: one left."""
+        with self._lock:
+            self._viewers = max(0, self._viewers + change)
+            if change > 0:
+                self._connections += change
 
     @property
     def viewers(self) -> int:
@@ -158,6 +165,24 @@ class Preview:
                     self._waiters.remove(entry)
             return None
         return self.newer_than(sequence)
+
+
+class PreviewFeed(Protocol):
+    """What the web server's MJPEG route reads: a ``Preview`` here, or a camera's
+    preview in a Ray actor seen through the head."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def viewers(self) -> int: ...
+
+    @property
+    def connections(self) -> int: ...
+
+    def watching(self) -> contextlib.AbstractContextManager[None]: ...
+
+    async def next_after(self, sequence: int, timeout: float) -> PreviewFrame | None: ...
 
 
 def with_comment(jpeg: bytes, text: str) -> bytes:
