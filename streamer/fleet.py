@@ -192,7 +192,7 @@ class Ended(Protocol):
 
 class FleetView(Protocol):
     """What the ``--web`` server and ``/metrics`` drive: a ``Fleet`` in this process,
-    or ``streamer.cluster.ClusterView`` over cameras on a Ray cluster."""
+    or ``streamer.cluster_cameras.ClusterView`` over cameras on a Ray cluster."""
 
     run_id: str
     metrics: FleetMetrics | None

@@ -284,7 +284,7 @@ def run(
     settings = config if isinstance(config, FleetConfig) else FleetConfig(config.flat(), [config])
     wide = settings.run
     if wide.ray is not None:
-        from streamer.cluster import run_cluster
+        from streamer.cluster_cameras import run_cluster
 
         path = config_path
 

@@ -149,7 +149,7 @@ def test_cameras_on_a_dead_node_come_back_elsewhere_and_never_run_twice(
     again on the surviving nodes within 30 s (Ray's own failure detection, defaults),
     no camera's records come from two incarnations in overlapping time, every JSON line
     is whole."""
-    from streamer.cluster import ClusterCameras
+    from streamer.cluster_cameras import ClusterCameras
 
     victim = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -411,7 +411,8 @@ def test_six_cameras_on_three_nodes_share_one_budget_by_weight(
     of 10/s against ``streamer serve --rate-limit 10``: after a settling time, no 429,
     requests sent at most the budget (and near it), weight 2 cameras getting about twice
     a weight 1 camera's share (measured: 9.99/s, 1.25 and 2.50)."""
-    from streamer.cluster import ActorLender, ClusterCameras
+    from streamer.cluster import ActorLender
+    from streamer.cluster_cameras import ClusterCameras
 
     limited = start_server(FaultConfig(rate_limit=10))
     cameras = ClusterCameras(cluster.address, 10.0, "budget")
