@@ -851,6 +851,9 @@ class ClusterView:
     def names(self) -> list[str]:
         return list(self._cameras.wanted)
 
+    def states(self) -> dict[str, str]:
+        return {info.name: info.state for info in self.cameras()}  # from the loop's reports
+
     def cameras(self) -> list[CameraInfo]:
         with self._cameras.lock:
             wanted = self._cameras.wanted

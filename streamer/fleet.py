@@ -212,6 +212,10 @@ class FleetView(Protocol):
 
     def cameras(self) -> list[CameraInfo]: ...
 
+    def states(self) -> dict[str, str]:
+        """Each camera's state alone (cheaper than ``cameras()``: for every scrape)."""
+        ...
+
     def status(self) -> FleetStatus: ...
 
     def preview_of(self, name: str) -> PreviewFeed | None: ...
@@ -617,6 +621,11 @@ class Fleet:
         with self._lock:
             cameras = list(self._cameras.values())
         return [self._info(camera) for camera in cameras]
+
+    def states(self) -> dict[str, str]:
+        with self._lock:
+            cameras = list(self._cameras.values())
+        return {camera.name: camera.state() for camera in cameras}
 
     def _info(self, camera: Camera) -> CameraInfo:
         status = camera.pipeline.status()

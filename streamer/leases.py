@@ -119,6 +119,7 @@ class LeaseBook:
         state.granted += sent
         if sent:
             self._calls.append((now, sent))
+        self._trim(now)
         if now < self._lend_from:
             state.rate, state.expires = 0.0, now + self.term
             return Lease(0.0, min(self.term, self._lend_from - now))
@@ -160,11 +161,15 @@ class LeaseBook:
             {n: h.min_fps for n, h in live.items()},
         )
 
+    def _trim(self, now: float) -> None:
+        """A minute of sends kept: bounded however rarely the stats are read."""
+        while self._calls and self._calls[0][0] < now - 60:
+            self._calls.popleft()
+
     def status(self) -> BudgetStatus:
         now = self._clock()
         self._recover(now)
-        while self._calls and self._calls[0][0] < now - 60:
-            self._calls.popleft()
+        self._trim(now)
         live = {n: h for n, h in self._holders.items() if h.expires > now}
         return BudgetStatus(
             cap=self.cap,
@@ -344,6 +349,8 @@ class LeasedBudget:
                         pacer.sent += 1
                         pacer.sent_total += 1
                         self._calls.append(now)
+                        while self._calls[0] < now - 60:  # a minute kept, for the stats
+                            self._calls.popleft()
                         self._changed.notify_all()  # the others look at the next slot
                         return now
                     # no rate, no valid lease, or not due yet: wait for it, a renewal or

@@ -192,7 +192,7 @@ class _StatusCollector(Collector):
         state = StateSetMetricFamily(
             "streamer_camera_state", "the camera's state", labels=["camera"]
         )
-        states = {info.name: info.state for info in self._fleet.cameras()}
+        states = self._fleet.states()  # not cameras(): a second status of every camera
         for camera, s in status.cameras.items():
             if camera not in states:
                 continue  # removed since the status was taken
